@@ -1,0 +1,173 @@
+//! The catalog: the winning copies, materialised where PostgreSQL 18 reads natively.
+//!
+//! PostgreSQL looks for `<element>/extension/<name>.control` and for libraries along
+//! `dynamic_library_path`; neither can express `<prefix>/<ext>/<ext>.control` + `sql/`. The
+//! catalog is a small writable directory owned by the server:
+//!
+//! ```text
+//! <root>/share/extension/<name>.control   the winner's control file, plus an absolute
+//!                                          `directory` naming its real script directory
+//! <root>/lib/<file>                        symlink to the winning library file
+//! ```
+//!
+//! `<root>/share` is put first in `extension_control_path` and `<root>/lib` first in
+//! `dynamic_library_path`. Scripts, secondary control files and libraries are read from the
+//! images themselves; only control files are copied (a few hundred bytes each). `$system`
+//! winners are not copied: PostgreSQL finds them itself. Syncing is idempotent and atomic per
+//! entry (write to a temporary name, rename), and serialised between processes by a lock file,
+//! so concurrent backends converge on the same content.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::path::{Path, PathBuf};
+
+use crate::control::{quote, ControlFile};
+use crate::index::{Index, Layout};
+use crate::Problem;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalog {
+    root: PathBuf,
+}
+
+/// What a sync did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Extensions and libraries the catalog serves (not counting `$system`).
+    pub extensions: usize,
+    pub libraries: usize,
+    /// Entries written or replaced, and stale entries removed, by this sync.
+    pub written: usize,
+    pub removed: usize,
+    /// Control files that could not be read or parsed (left out of the catalog).
+    pub problems: Vec<Problem>,
+}
+
+impl Catalog {
+    pub fn new(root: impl Into<PathBuf>) -> Catalog {
+        Catalog { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The element for `extension_control_path` (PostgreSQL appends `/extension`).
+    pub fn control_path_element(&self) -> PathBuf {
+        self.root.join("share")
+    }
+
+    /// The element for `dynamic_library_path`.
+    pub fn library_dir(&self) -> PathBuf {
+        self.root.join("lib")
+    }
+
+    fn control_dir(&self) -> PathBuf {
+        self.root.join("share").join("extension")
+    }
+
+    /// Makes the catalog serve exactly the non-`$system` winners of `index`.
+    pub fn sync(&self, index: &Index) -> io::Result<SyncReport> {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        builder.create(self.control_dir())?;
+        builder.create(self.library_dir())?;
+        let lock = fs::File::create(self.root.join(".lock"))?;
+        lock.lock()?;
+
+        let mut report = SyncReport::default();
+        let mut controls: BTreeMap<OsString, Vec<u8>> = BTreeMap::new();
+        for copy in index.winners().filter(|c| c.layout != Layout::System) {
+            match generated_control(copy) {
+                Ok(text) => {
+                    controls.insert(format!("{}.control", copy.name).into(), text.into_bytes());
+                }
+                Err(message) => report.problems.push(Problem { subject: copy.control_file.display().to_string(), message }),
+            }
+        }
+        let links: BTreeMap<OsString, PathBuf> = index
+            .library_winners()
+            .filter(|l| l.prefix.is_some())
+            .map(|l| (l.file_name.clone(), l.path.clone()))
+            .collect();
+        report.extensions = controls.len();
+        report.libraries = links.len();
+
+        sync_dir(&self.control_dir(), &controls, &mut report, |path| fs::read(path).ok(), |tmp, content| fs::write(tmp, content))?;
+        sync_dir(&self.library_dir(), &links, &mut report, |path| fs::read_link(path).ok(), |tmp, target| symlink(target, tmp))?;
+        Ok(report)
+    }
+}
+
+/// Makes `dir` hold exactly `desired`: entries whose current value (`read`) differs are
+/// rewritten through a temporary name and a rename; entries not desired are removed.
+fn sync_dir<V: PartialEq>(
+    dir: &Path,
+    desired: &BTreeMap<OsString, V>,
+    report: &mut SyncReport,
+    read: impl Fn(&Path) -> Option<V>,
+    write: impl Fn(&Path, &V) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut present = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if !desired.contains_key(&name) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => report.removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            present.push(name);
+        }
+    }
+    for (name, value) in desired {
+        let path = dir.join(name);
+        if present.contains(name) && read(&path).as_ref() == Some(value) {
+            continue;
+        }
+        let mut tmp_name = OsString::from(".tmp.");
+        tmp_name.push(std::process::id().to_string());
+        tmp_name.push(".");
+        tmp_name.push(name);
+        let tmp = dir.join(tmp_name);
+        let _ = fs::remove_file(&tmp);
+        write(&tmp, value)?;
+        fs::rename(&tmp, &path)?;
+        report.written += 1;
+    }
+    Ok(())
+}
+
+/// The control file PostgreSQL reads from the catalog: the original text, plus an absolute
+/// `directory` so scripts and secondary control files come from the real directory.
+pub fn generated_control(copy: &crate::ExtensionCopy) -> Result<String, String> {
+    let mut text = fs::read_to_string(&copy.control_file).map_err(|e| format!("could not read control file: {e}"))?;
+    let control = ControlFile::parse(&text)?;
+    if control.get("directory").is_some_and(|d| Path::new(d).is_absolute()) {
+        return Ok(text);
+    }
+    let scripts = control.script_directory(&copy.script_base, &copy.default_script_dir);
+    let scripts = scripts.to_str().ok_or("script directory is not valid UTF-8")?;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "# added by extension_search_path: the scripts of {} ({})\ndirectory = {}\n",
+        copy.name,
+        copy.layout.as_str(),
+        quote(scripts)
+    ));
+    Ok(text)
+}
+
+/// A short stable key for a path value, naming a session-specific catalog.
+pub fn key(value: &str) -> String {
+    // FNV-1a, 64 bits: stable across processes and builds, unlike std's hasher.
+    let hash = value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}")
+}

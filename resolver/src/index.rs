@@ -1,0 +1,152 @@
+//! Every copy of every extension and library along the path, in precedence order.
+//!
+//! Precedence: path elements in order (`$system` where listed, last when left out); within a
+//! prefix the directory named after the extension (or library) first, then the others by name;
+//! within one directory the RFC control file before an image's `share/extension/`. The first
+//! copy wins; later copies are shadowed.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::path::{Element, SearchPath};
+use crate::scan::{self, Found, SystemDirs};
+use crate::Problem;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Layout {
+    /// `<prefix>/<ext>/<ext>.control`, `sql/`, `lib/`
+    Rfc,
+    /// `<prefix>/<image>/share/extension/`, `lib/`
+    Cnpg,
+    /// PostgreSQL's own directories
+    System,
+}
+
+impl Layout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Rfc => "rfc",
+            Layout::Cnpg => "cnpg",
+            Layout::System => "system",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionCopy {
+    pub name: String,
+    pub layout: Layout,
+    /// Position of the path element it was found under.
+    pub element: usize,
+    /// The prefix, `None` for `$system`.
+    pub prefix: Option<PathBuf>,
+    /// The extension's or image's directory (`$system`: the share/extension directory).
+    pub dir: PathBuf,
+    pub control_file: PathBuf,
+    /// What a relative `directory` in the control file is taken against.
+    pub script_base: PathBuf,
+    /// Where the scripts are when the control file has no `directory`.
+    pub default_script_dir: PathBuf,
+    pub lib_dir: Option<PathBuf>,
+}
+
+impl ExtensionCopy {
+    fn eponymous(&self) -> bool {
+        self.layout != Layout::Cnpg || self.dir.file_name().is_some_and(|d| d == self.name.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibraryCopy {
+    pub file_name: OsString,
+    pub path: PathBuf,
+    pub element: usize,
+    pub prefix: Option<PathBuf>,
+    /// The image or extension directory holding `lib/` (`$system`: pkglibdir).
+    pub dir: PathBuf,
+}
+
+impl LibraryCopy {
+    /// `postgis-3.so` belongs to directory `postgis-3`; `libgeos_c.so.1` to `libgeos_c`.
+    fn eponymous(&self) -> bool {
+        let stem = self.file_name.as_encoded_bytes().split(|b| *b == b'.').next().unwrap_or_default();
+        self.dir.file_name().is_some_and(|d| d.as_encoded_bytes() == stem)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Index {
+    pub path: SearchPath,
+    /// Sorted by name, then precedence: the first copy of a name wins.
+    pub extensions: Vec<ExtensionCopy>,
+    /// Sorted by file name, then precedence.
+    pub libraries: Vec<LibraryCopy>,
+    /// Path problems first, then what the scan met, in path order.
+    pub problems: Vec<Problem>,
+}
+
+impl Index {
+    /// Scans every element of `path`.
+    pub fn build(path: &SearchPath, system: &SystemDirs) -> Index {
+        let mut found = Found::default();
+        for (i, element) in path.elements.iter().enumerate() {
+            match element {
+                Element::System => scan::scan_system(i, system, &mut found),
+                Element::Prefix(prefix) => scan::scan_prefix(i, prefix, &mut found),
+            }
+        }
+        let Found { mut extensions, mut libraries, problems: scan_problems } = found;
+        extensions.sort_by(|a, b| {
+            (a.name.as_str(), a.element, !a.eponymous(), a.dir.as_path(), a.layout)
+                .cmp(&(b.name.as_str(), b.element, !b.eponymous(), b.dir.as_path(), b.layout))
+        });
+        libraries.sort_by(|a, b| {
+            (&a.file_name, a.element, !a.eponymous(), &a.dir).cmp(&(&b.file_name, b.element, !b.eponymous(), &b.dir))
+        });
+        let mut problems = path.problems.clone();
+        problems.extend(scan_problems);
+        Index { path: path.clone(), extensions, libraries, problems }
+    }
+
+    /// Every copy of `name`, the winner first.
+    pub fn copies(&self, name: &str) -> &[ExtensionCopy] {
+        let start = self.extensions.partition_point(|c| c.name.as_str() < name);
+        let end = start + self.extensions[start..].partition_point(|c| c.name == name);
+        &self.extensions[start..end]
+    }
+
+    /// The copy of `name` that PostgreSQL will use.
+    pub fn resolve(&self, name: &str) -> Option<&ExtensionCopy> {
+        self.copies(name).first()
+    }
+
+    /// The winning copy of every extension name.
+    pub fn winners(&self) -> impl Iterator<Item = &ExtensionCopy> {
+        winners_by(&self.extensions, |c| c.name.as_str())
+    }
+
+    /// The winning copy of every library file name.
+    pub fn library_winners(&self) -> impl Iterator<Item = &LibraryCopy> {
+        winners_by(&self.libraries, |l| l.file_name.as_os_str())
+    }
+
+    /// Whether `copy` is the one that wins for its name.
+    pub fn is_winner(&self, copy: &ExtensionCopy) -> bool {
+        self.resolve(&copy.name) == Some(copy)
+    }
+
+    /// The prefix element `dir` was found under, if any (for messages).
+    pub fn prefix_of(&self, dir: &Path) -> Option<&Path> {
+        self.path.elements.iter().find_map(|e| match e {
+            Element::Prefix(p) if dir.starts_with(p) => Some(p.as_path()),
+            _ => None,
+        })
+    }
+}
+
+fn winners_by<'a, T, K: PartialEq + ?Sized + 'a>(
+    sorted: &'a [T],
+    key: impl Fn(&'a T) -> &'a K,
+) -> impl Iterator<Item = &'a T> {
+    sorted.iter().enumerate().filter(move |(i, item)| *i == 0 || key(&sorted[i - 1]) != key(item)).map(|(_, c)| c)
+}

@@ -1,0 +1,176 @@
+//! `extension_search_path.path`: a colon-separated list of absolute prefixes and `$system`.
+
+use std::path::{Path, PathBuf};
+
+use crate::Problem;
+
+/// The macro that stands for PostgreSQL's own directories (`pg_config --sharedir`/`extension`
+/// and `--pkglibdir`), as in `extension_control_path`.
+pub const SYSTEM_MACRO: &str = "$system";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Element {
+    /// PostgreSQL's own share/extension and lib directories.
+    System,
+    /// A prefix holding one directory per extension or image.
+    Prefix(PathBuf),
+}
+
+/// A parsed path. Bad elements are dropped and reported; they never stop the good ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPath {
+    pub elements: Vec<Element>,
+    /// `true` when the setting did not name `$system`: it is then searched after every prefix,
+    /// so system extensions can never be hidden by leaving it out.
+    pub implicit_system: bool,
+    pub problems: Vec<Problem>,
+}
+
+impl SearchPath {
+    pub fn parse(value: &str) -> SearchPath {
+        let mut elements = Vec::new();
+        let mut problems = Vec::new();
+        for raw in value.split(':') {
+            let trimmed = raw.trim();
+            let problem = |message: &str| Problem { subject: format!("\"{raw}\""), message: message.into() };
+            if trimmed.is_empty() {
+                if !value.trim().is_empty() {
+                    problems.push(problem("empty path element ignored"));
+                }
+                continue;
+            }
+            let element = if trimmed == SYSTEM_MACRO {
+                Element::System
+            } else if trimmed.starts_with('$') {
+                problems.push(problem("unknown macro; only \"$system\" is recognised, as a whole element"));
+                continue;
+            } else if !Path::new(trimmed).is_absolute() {
+                problems.push(problem("relative path element ignored; elements must be absolute"));
+                continue;
+            } else {
+                Element::Prefix(normalize(Path::new(trimmed)))
+            };
+            if elements.contains(&element) {
+                problems.push(problem("duplicate path element ignored"));
+                continue;
+            }
+            elements.push(element);
+        }
+        let implicit_system = !elements.contains(&Element::System);
+        if implicit_system {
+            elements.push(Element::System);
+        }
+        SearchPath { elements, implicit_system, problems }
+    }
+}
+
+/// Lexically tidies an absolute path: drops `.` components, repeated and trailing slashes.
+/// `..` is kept (resolving it lexically would be wrong across symlinks).
+fn normalize(path: &Path) -> PathBuf {
+    path.components().collect()
+}
+
+/// Puts `ours` first in a core path setting (`extension_control_path`, `dynamic_library_path`),
+/// keeping every element the operator wrote, in order. Idempotent: an element that already is
+/// ours is moved to the front, not repeated; an element under `our_root` that is not `ours`
+/// (a session-specific catalog) means the value was written by us and is returned unchanged.
+pub fn merge_core_path(operator_value: &str, ours: &str, our_root: &str) -> String {
+    let mut rest = Vec::new();
+    for element in operator_value.split(':') {
+        if element == ours {
+            continue;
+        }
+        if element.starts_with(our_root) {
+            return operator_value.to_string();
+        }
+        rest.push(element);
+    }
+    if operator_value.is_empty() {
+        return ours.to_string();
+    }
+    let mut merged = String::from(ours);
+    for element in rest {
+        merged.push(':');
+        merged.push_str(element);
+    }
+    merged
+}
+
+/// Replaces our element in a merged core path with another one of ours (used to point one
+/// statement at a session-specific catalog).
+pub fn swap_core_element(merged: &str, from: &str, to: &str) -> String {
+    let swapped: Vec<&str> = merged.split(':').map(|e| if e == from { to } else { e }).collect();
+    if swapped.contains(&to) { swapped.join(":") } else { format!("{to}:{merged}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix(p: &str) -> Element {
+        Element::Prefix(PathBuf::from(p))
+    }
+
+    #[test]
+    fn parses_prefixes_and_system_in_order() {
+        let p = SearchPath::parse("$system:/extensions:/usr/local/extensions/");
+        assert_eq!(p.elements, vec![Element::System, prefix("/extensions"), prefix("/usr/local/extensions")]);
+        assert!(!p.implicit_system);
+        assert!(p.problems.is_empty());
+    }
+
+    #[test]
+    fn system_is_searched_last_when_left_out() {
+        let p = SearchPath::parse("/a:/b");
+        assert_eq!(p.elements, vec![prefix("/a"), prefix("/b"), Element::System]);
+        assert!(p.implicit_system);
+    }
+
+    #[test]
+    fn bad_elements_are_reported_and_skipped_never_hiding_system() {
+        let p = SearchPath::parse("relative:$system/x:::/ok:$libdir:/ok:$system");
+        assert_eq!(p.elements, vec![prefix("/ok"), Element::System]);
+        let subjects: Vec<_> = p.problems.iter().map(|x| x.subject.as_str()).collect();
+        assert_eq!(subjects, ["\"relative\"", "\"$system/x\"", "\"\"", "\"\"", "\"$libdir\"", "\"/ok\""]);
+        assert!(p.problems[0].message.contains("relative"));
+        assert!(p.problems[5].message.contains("duplicate"));
+    }
+
+    #[test]
+    fn empty_value_is_just_system() {
+        let p = SearchPath::parse("");
+        assert_eq!(p.elements, vec![Element::System]);
+        assert!(p.problems.is_empty());
+    }
+
+    #[test]
+    fn normalizes_slashes() {
+        let p = SearchPath::parse("//ext//x/./:$system");
+        assert_eq!(p.elements[0], prefix("/ext/x"));
+    }
+
+    #[test]
+    fn merge_puts_ours_first_and_keeps_the_operators_order() {
+        let ours = "/data/esp/server/share";
+        assert_eq!(merge_core_path("$system", ours, "/data/esp/"), "/data/esp/server/share:$system");
+        assert_eq!(
+            merge_core_path("$system:/extensions/a/share:/extensions/b/share", ours, "/data/esp/"),
+            "/data/esp/server/share:$system:/extensions/a/share:/extensions/b/share"
+        );
+        // idempotent
+        let once = merge_core_path("/x:$system", ours, "/data/esp/");
+        assert_eq!(merge_core_path(&once, ours, "/data/esp/"), once);
+        // moved to the front, not repeated
+        assert_eq!(merge_core_path("$system:/data/esp/server/share", ours, "/data/esp/"), "/data/esp/server/share:$system");
+        assert_eq!(merge_core_path("", ours, "/data/esp/"), ours);
+        // a value naming a session catalog was written by us: untouched
+        let session = "/data/esp/session-1/share:$system";
+        assert_eq!(merge_core_path(session, ours, "/data/esp/"), session);
+    }
+
+    #[test]
+    fn swap_replaces_our_element() {
+        assert_eq!(swap_core_element("/r/server/lib:$libdir", "/r/server/lib", "/r/s1/lib"), "/r/s1/lib:$libdir");
+        assert_eq!(swap_core_element("$libdir", "/r/server/lib", "/r/s1/lib"), "/r/s1/lib:$libdir");
+    }
+}

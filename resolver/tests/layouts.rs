@@ -1,0 +1,272 @@
+//! The resolver on real directory trees in temporary directories: layouts, precedence,
+//! shadowing, bad elements, and the catalog PostgreSQL reads.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use esp_resolver::catalog::generated_control;
+use esp_resolver::control::ControlFile;
+use esp_resolver::{Catalog, Index, Layout, SearchPath, SystemDirs};
+use tempfile::TempDir;
+
+struct Tree {
+    tmp: TempDir,
+}
+
+impl Tree {
+    fn new() -> Tree {
+        let tree = Tree { tmp: tempfile::tempdir().unwrap() };
+        tree.file("system/share/extension/plpgsql.control", "default_version = '1.0'\n");
+        tree.file("system/share/extension/plpgsql--1.0.sql", "");
+        tree.file("system/lib/plpgsql.so", "ELF");
+        tree
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+    fn file(&self, rel: &str, content: &str) {
+        let path = self.p(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+    /// `<prefix>/<name>/<name>.control`, `sql/`, `lib/<name>.so`
+    fn rfc(&self, prefix: &str, name: &str) {
+        self.file(&format!("{prefix}/{name}/{name}.control"), &format!("default_version = '1.0'\nmodule_pathname = '$libdir/{name}'\n"));
+        self.file(&format!("{prefix}/{name}/sql/{name}--1.0.sql"), "");
+        self.file(&format!("{prefix}/{name}/lib/{name}.so"), "ELF");
+    }
+    /// `<prefix>/<image>/share/extension/<name>.control` for each name, `lib/<image>.so`
+    fn cnpg(&self, prefix: &str, image: &str, names: &[&str]) {
+        for name in names {
+            self.file(&format!("{prefix}/{image}/share/extension/{name}.control"), "default_version = '1.0'\n");
+            self.file(&format!("{prefix}/{image}/share/extension/{name}--1.0.sql"), "");
+        }
+        self.file(&format!("{prefix}/{image}/lib/{image}.so"), "ELF");
+    }
+    fn system(&self) -> SystemDirs {
+        SystemDirs { extension_dir: self.p("system/share/extension"), lib_dir: self.p("system/lib") }
+    }
+    fn index(&self, path: &str) -> Index {
+        let value = path.replace("@", self.tmp.path().to_str().unwrap());
+        Index::build(&SearchPath::parse(&value), &self.system())
+    }
+}
+
+#[test]
+fn rfc_layout_is_recognised() {
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    let index = t.index("$system:@/ext");
+    let semver = index.resolve("semver").expect("semver found");
+    assert_eq!(semver.layout, Layout::Rfc);
+    assert_eq!(semver.control_file, t.p("ext/semver/semver.control"));
+    assert_eq!(semver.default_script_dir, t.p("ext/semver/sql"));
+    assert_eq!(semver.lib_dir.as_deref(), Some(t.p("ext/semver/lib").as_path()));
+    assert_eq!(semver.prefix.as_deref(), Some(t.p("ext").as_path()));
+    assert!(index.problems.is_empty(), "{:?}", index.problems);
+}
+
+#[test]
+fn rfc_without_sql_directory_keeps_scripts_beside_the_control_file() {
+    let t = Tree::new();
+    t.file("ext/tiny/tiny.control", "default_version = '1'\n");
+    t.file("ext/tiny/tiny--1.sql", "");
+    let index = t.index("@/ext");
+    assert_eq!(index.resolve("tiny").unwrap().default_script_dir, t.p("ext/tiny"));
+}
+
+#[test]
+fn cnpg_image_may_hold_several_extensions() {
+    let t = Tree::new();
+    t.cnpg("ext", "postgis", &["postgis", "postgis_topology"]);
+    let index = t.index("$system:@/ext");
+    for name in ["postgis", "postgis_topology"] {
+        let copy = index.resolve(name).unwrap();
+        assert_eq!(copy.layout, Layout::Cnpg);
+        assert_eq!(copy.dir, t.p("ext/postgis"));
+        assert_eq!(copy.default_script_dir, t.p("ext/postgis/share/extension"));
+        assert_eq!(copy.script_base, t.p("ext/postgis/share"));
+    }
+    assert_eq!(index.library_winners().filter(|l| l.prefix.is_some()).count(), 1);
+}
+
+#[test]
+fn both_layouts_mix_in_one_prefix_and_secondary_controls_are_not_extensions() {
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    t.cnpg("ext", "hstore", &["hstore"]);
+    t.file("ext/hstore/share/extension/hstore--1.0.control", "");
+    t.file("ext/.hidden/.hidden.control", "");
+    t.file("ext/notadir", "");
+    let index = t.index("@/ext");
+    let names: Vec<_> = index.winners().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["hstore", "plpgsql", "semver"]);
+}
+
+#[test]
+fn earlier_prefix_shadows_later_one() {
+    let t = Tree::new();
+    t.rfc("a", "semver");
+    t.cnpg("b", "semver", &["semver"]);
+    let index = t.index("@/b:@/a");
+    let copies = index.copies("semver");
+    assert_eq!(copies.len(), 2);
+    assert_eq!(copies[0].layout, Layout::Cnpg, "the element listed first wins");
+    assert_eq!(copies[1].prefix.as_deref(), Some(t.p("a").as_path()));
+    let index = t.index("@/a:@/b");
+    assert_eq!(index.resolve("semver").unwrap().layout, Layout::Rfc);
+}
+
+#[test]
+fn system_position_decides_against_prefixes() {
+    let t = Tree::new();
+    t.rfc("ext", "plpgsql");
+    assert_eq!(t.index("$system:@/ext").resolve("plpgsql").unwrap().layout, Layout::System);
+    assert_eq!(t.index("@/ext:$system").resolve("plpgsql").unwrap().layout, Layout::Rfc);
+    // left out: searched last, never hidden
+    let index = t.index("@/ext");
+    assert_eq!(index.resolve("plpgsql").unwrap().layout, Layout::Rfc);
+    assert_eq!(index.copies("plpgsql").last().unwrap().layout, Layout::System);
+}
+
+#[test]
+fn eponymous_directory_wins_within_a_prefix() {
+    let t = Tree::new();
+    t.cnpg("ext", "aaa-bundle", &["foo", "bar"]);
+    t.rfc("ext", "foo");
+    t.cnpg("ext", "bar", &["bar"]);
+    let index = t.index("@/ext");
+    assert_eq!(index.resolve("foo").unwrap().dir, t.p("ext/foo"));
+    assert_eq!(index.resolve("bar").unwrap().dir, t.p("ext/bar"));
+    assert_eq!(index.copies("bar")[1].dir, t.p("ext/aaa-bundle"));
+}
+
+#[test]
+fn libraries_follow_the_same_precedence() {
+    let t = Tree::new();
+    t.file("a/zz/lib/common.so", "");
+    t.file("a/common/lib/common.so", "");
+    t.file("b/x/lib/common.so", "");
+    t.file("a/x/lib/plpgsql.so", "");
+    t.file("a/x/lib/bitcode/x.bc", "");
+    let index = t.index("$system:@/a:@/b");
+    let winners: Vec<_> = index.library_winners().map(|l| (l.file_name.to_str().unwrap(), l.path.clone())).collect();
+    assert_eq!(
+        winners,
+        [("common.so", t.p("a/common/lib/common.so")), ("plpgsql.so", t.p("system/lib/plpgsql.so"))],
+        "eponymous first within a prefix; $system listed first keeps its own; no directories"
+    );
+}
+
+#[test]
+fn missing_and_bad_elements_are_reported_and_the_rest_still_works() {
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    let index = t.index("relative:@/missing:@/ext:$system");
+    assert!(index.resolve("semver").is_some());
+    assert!(index.resolve("plpgsql").is_some());
+    let text: Vec<String> = index.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    assert!(text[0].contains("\"relative\"") && text[0].contains("relative"));
+    assert!(text[1].contains(&t.p("missing").display().to_string()) && text[1].contains("could not read directory"));
+}
+
+#[test]
+fn unreadable_prefix_is_a_problem_not_an_error() {
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    let index = Index::build(&SearchPath::parse(t.p("ext/semver/semver.control").to_str().unwrap()), &t.system());
+    assert_eq!(index.problems.len(), 1);
+    assert!(index.resolve("plpgsql").is_some());
+}
+
+fn control_of(catalog: &Catalog, name: &str) -> ControlFile {
+    let path = catalog.control_path_element().join("extension").join(format!("{name}.control"));
+    ControlFile::parse(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn catalog_serves_winners_with_their_real_script_directories() {
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    t.cnpg("ext", "hstore", &["hstore"]);
+    let index = t.index("$system:@/ext");
+    let catalog = Catalog::new(t.p("data/esp/server"));
+    let report = catalog.sync(&index).unwrap();
+    assert_eq!((report.extensions, report.libraries, report.written, report.removed), (2, 2, 4, 0));
+    assert!(report.problems.is_empty());
+
+    let semver = control_of(&catalog, "semver");
+    assert_eq!(semver.get("directory"), Some(t.p("ext/semver/sql").to_str().unwrap()));
+    assert_eq!(semver.module_pathname(), Some("$libdir/semver"), "the original settings are kept");
+    assert_eq!(control_of(&catalog, "hstore").get("directory"), Some(t.p("ext/hstore/share/extension").to_str().unwrap()));
+    assert!(!catalog.control_path_element().join("extension/plpgsql.control").exists(), "$system is not copied");
+    assert_eq!(fs::read_link(catalog.library_dir().join("semver.so")).unwrap(), t.p("ext/semver/lib/semver.so"));
+
+    // idempotent
+    assert_eq!(catalog.sync(&index).unwrap().written, 0);
+
+    // an image removed: its entries go
+    fs::remove_dir_all(t.p("ext/hstore")).unwrap();
+    let report = catalog.sync(&t.index("$system:@/ext")).unwrap();
+    assert_eq!((report.extensions, report.libraries, report.written, report.removed), (1, 1, 0, 2));
+    assert!(!catalog.library_dir().join("hstore.so").exists());
+
+    // the path changed: a new winner replaces the old entry
+    t.rfc("first", "semver");
+    let report = catalog.sync(&t.index("@/first:$system:@/ext")).unwrap();
+    assert_eq!(report.written, 2);
+    assert_eq!(control_of(&catalog, "semver").get("directory"), Some(t.p("first/semver/sql").to_str().unwrap()));
+}
+
+#[test]
+fn catalog_copies_a_prefix_winner_over_system() {
+    let t = Tree::new();
+    t.rfc("ext", "plpgsql");
+    let catalog = Catalog::new(t.p("cat"));
+    catalog.sync(&t.index("@/ext:$system")).unwrap();
+    assert!(catalog.control_path_element().join("extension/plpgsql.control").exists());
+    assert!(catalog.library_dir().join("plpgsql.so").exists());
+    catalog.sync(&t.index("$system:@/ext")).unwrap();
+    assert!(!catalog.control_path_element().join("extension/plpgsql.control").exists());
+    assert!(!catalog.library_dir().join("plpgsql.so").exists());
+}
+
+#[test]
+fn control_directory_settings_are_honoured() {
+    let t = Tree::new();
+    t.file("ext/rel/share/extension/rel.control", "directory = 'rel-scripts'\n");
+    t.file("ext/abs/share/extension/abs.control", "directory = '/opt/abs'");
+    t.file("ext/rfcrel/rfcrel.control", "directory = 'scripts'");
+    let index = t.index("@/ext");
+    let rel = generated_control(index.resolve("rel").unwrap()).unwrap();
+    let rel = ControlFile::parse(&rel).unwrap();
+    assert_eq!(rel.get("directory"), Some(t.p("ext/rel/share/rel-scripts").to_str().unwrap()));
+    assert_eq!(generated_control(index.resolve("abs").unwrap()).unwrap(), "directory = '/opt/abs'");
+    let rfc = ControlFile::parse(&generated_control(index.resolve("rfcrel").unwrap()).unwrap()).unwrap();
+    assert_eq!(rfc.get("directory"), Some(t.p("ext/rfcrel/scripts").to_str().unwrap()));
+}
+
+#[test]
+fn a_broken_control_file_is_reported_and_left_out() {
+    let t = Tree::new();
+    t.rfc("ext", "good");
+    t.file("ext/bad/bad.control", "default_version = 'unterminated\n");
+    let catalog = Catalog::new(t.p("cat"));
+    let report = catalog.sync(&t.index("@/ext")).unwrap();
+    assert_eq!(report.extensions, 1);
+    assert_eq!(report.problems.len(), 1);
+    assert!(report.problems[0].subject.ends_with("bad/bad.control"));
+    assert!(report.problems[0].message.contains("unterminated"), "{:?}", report.problems);
+}
+
+#[test]
+fn names_from_paths_never_escape() {
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    let index = t.index("@/ext");
+    for bad in ["../ext/semver", "semver/..", "", ".."] {
+        assert!(index.resolve(bad).is_none());
+    }
+    assert!(Path::new(&index.resolve("semver").unwrap().control_file).starts_with(t.p("ext")));
+}
