@@ -1,1 +1,52 @@
-#![allow(unused)]
+//! extension_search_path: PostgreSQL finds extensions in per-extension directories under a list
+//! of prefixes (`extension_search_path.path`), in the RFC layout and the CloudNativePG image layout.
+//!
+//! This crate is the thin PostgreSQL shell around `esp_resolver` (the pure core in `resolver/`):
+//!
+//! * [`gucs`] — the settings;
+//! * [`server`] — PostgreSQL's own directories and the catalog location, refreshing the catalog;
+//! * [`core_paths`] — merging the catalog into `extension_control_path` / `dynamic_library_path`;
+//! * [`hooks`] — the ProcessUtility hook (CREATE/ALTER EXTENSION, LOAD);
+//! * [`sql`] — SQL functions in schema `extension_search_path`.
+
+use pgrx::prelude::*;
+
+mod core_paths;
+mod gucs;
+mod hooks;
+mod server;
+mod sql;
+
+pgrx::pg_module_magic!(name = c"extension_search_path", version = c"0.1.0");
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: a plain global the postmaster sets while it loads shared_preload_libraries; read
+    // on the main thread.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "extension_search_path must be loaded via shared_preload_libraries",
+            "Add extension_search_path to shared_preload_libraries in postgresql.conf, first in the list, and restart the server."
+        );
+    }
+    gucs::init();
+    server::init();
+    core_paths::init();
+    hooks::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'extension_search_path'"]
+    }
+}

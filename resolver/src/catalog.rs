@@ -151,7 +151,7 @@ pub fn generated_control(copy: &crate::ExtensionCopy) -> Result<String, String> 
     if control.get("directory").is_some_and(|d| Path::new(d).is_absolute()) {
         return Ok(text);
     }
-    let scripts = control.script_directory(&copy.script_base, &copy.default_script_dir);
+    let scripts = copy.script_directory(&control);
     let scripts = scripts.to_str().ok_or("script directory is not valid UTF-8")?;
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');

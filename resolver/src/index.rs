@@ -51,6 +51,17 @@ pub struct ExtensionCopy {
 }
 
 impl ExtensionCopy {
+    /// Reads and parses this copy's control file.
+    pub fn read_control(&self) -> Result<crate::control::ControlFile, String> {
+        let text = std::fs::read_to_string(&self.control_file).map_err(|e| format!("could not read control file: {e}"))?;
+        crate::control::ControlFile::parse(&text)
+    }
+
+    /// Where PostgreSQL will read this copy's scripts from.
+    pub fn script_directory(&self, control: &crate::control::ControlFile) -> PathBuf {
+        control.script_directory(&self.script_base, &self.default_script_dir)
+    }
+
     fn eponymous(&self) -> bool {
         self.layout != Layout::Cnpg || self.dir.file_name().is_some_and(|d| d == self.name.as_str())
     }

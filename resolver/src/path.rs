@@ -96,11 +96,25 @@ pub fn merge_core_path(operator_value: &str, ours: &str, our_root: &str) -> Stri
     merged
 }
 
-/// Replaces our element in a merged core path with another one of ours (used to point one
-/// statement at a session-specific catalog).
-pub fn swap_core_element(merged: &str, from: &str, to: &str) -> String {
-    let swapped: Vec<&str> = merged.split(':').map(|e| if e == from { to } else { e }).collect();
-    if swapped.contains(&to) { swapped.join(":") } else { format!("{to}:{merged}") }
+/// Points a merged core path at another catalog of ours: every element under `our_root` is
+/// replaced by `to` (once, where the first stood); without one, `to` is put first.
+pub fn retarget_core_path(merged: &str, our_root: &str, to: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut placed = false;
+    for element in merged.split(':').filter(|e| !e.is_empty()) {
+        if element.starts_with(our_root) || element == to {
+            if !placed {
+                out.push(to);
+                placed = true;
+            }
+        } else {
+            out.push(element);
+        }
+    }
+    if !placed {
+        out.insert(0, to);
+    }
+    out.join(":")
 }
 
 #[cfg(test)]
@@ -169,8 +183,10 @@ mod tests {
     }
 
     #[test]
-    fn swap_replaces_our_element() {
-        assert_eq!(swap_core_element("/r/server/lib:$libdir", "/r/server/lib", "/r/s1/lib"), "/r/s1/lib:$libdir");
-        assert_eq!(swap_core_element("$libdir", "/r/server/lib", "/r/s1/lib"), "/r/s1/lib:$libdir");
+    fn retarget_replaces_our_element() {
+        assert_eq!(retarget_core_path("/r/server/lib:$libdir", "/r/", "/r/s1/lib"), "/r/s1/lib:$libdir");
+        assert_eq!(retarget_core_path("$libdir:/r/s1/lib", "/r/", "/r/server/lib"), "$libdir:/r/server/lib");
+        assert_eq!(retarget_core_path("$libdir", "/r/", "/r/s1/lib"), "/r/s1/lib:$libdir");
+        assert_eq!(retarget_core_path("/r/s1/lib:/x", "/r/", "/r/s1/lib"), "/r/s1/lib:/x");
     }
 }

@@ -1,0 +1,151 @@
+//! Merging the catalog into PostgreSQL's own `extension_control_path` and `dynamic_library_path`.
+//!
+//! The rule: the catalog's element comes first, followed by every element the operator set, in
+//! the operator's order. It is applied by a check hook installed on both core settings, so it
+//! holds for every value from every source — postgresql.conf at start and after each reload,
+//! ALTER SYSTEM, SET, RESET — and nobody's value is ever replaced: CloudNativePG's per-image
+//! elements keep working behind ours. `SHOW extension_control_path` shows the merged value.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::path::Path;
+
+use esp_resolver::path::{merge_core_path, retarget_core_path};
+use esp_resolver::Catalog;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::server::locations;
+
+/// One core path setting and the element of a catalog that goes into it.
+struct CorePath {
+    name: &'static CStr,
+    element: fn(&Catalog) -> String,
+}
+
+const CONTROL: CorePath = CorePath { name: c"extension_control_path", element: |c| display(&c.control_path_element()) };
+const LIBRARY: CorePath = CorePath { name: c"dynamic_library_path", element: |c| display(&c.library_dir()) };
+
+fn display(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn our_root() -> String {
+    format!("{}/", display(&locations().root))
+}
+
+/// Previous check hooks of the two settings (none in PostgreSQL 18; kept to chain politely).
+static mut PREV_CONTROL_CHECK: pg_sys::GucStringCheckHook = None;
+static mut PREV_LIBRARY_CHECK: pg_sys::GucStringCheckHook = None;
+
+pub fn init() {
+    // SAFETY: runs once in the postmaster's _PG_init, single-threaded, before any backend
+    // exists; find_option returns the core's own records, which live for the whole process.
+    unsafe {
+        PREV_CONTROL_CHECK = install(&CONTROL, Some(check_control_path));
+        PREV_LIBRARY_CHECK = install(&LIBRARY, Some(check_library_path));
+    }
+}
+
+/// Installs `hook` as the check hook of `core` and re-applies the current value through it.
+unsafe fn install(core: &CorePath, hook: pg_sys::GucStringCheckHook) -> pg_sys::GucStringCheckHook {
+    // SAFETY: see init; the record of a string setting is a config_string.
+    unsafe {
+        let record = pg_sys::find_option(core.name.as_ptr(), false, false, PgLogLevel::ERROR as i32);
+        let conf = record.cast::<pg_sys::config_string>();
+        let previous = (*conf).check_hook;
+        (*conf).check_hook = hook;
+        let current = CStr::from_ptr(*(*conf).variable).to_owned();
+        pg_sys::set_config_option(
+            core.name.as_ptr(),
+            current.as_ptr(),
+            pg_sys::GucContext::PGC_POSTMASTER,
+            (*record).source,
+            pg_sys::GucAction::GUC_ACTION_SET,
+            true,
+            0,
+            false,
+        );
+        previous
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_control_path(newval: *mut *mut c_char, extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+    // SAFETY: same contract as the hook we wrap; PREV_CONTROL_CHECK is only written in init.
+    unsafe { merge_check(&CONTROL, PREV_CONTROL_CHECK, newval, extra, source) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_library_path(newval: *mut *mut c_char, extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+    // SAFETY: same contract as the hook we wrap; PREV_LIBRARY_CHECK is only written in init.
+    unsafe { merge_check(&LIBRARY, PREV_LIBRARY_CHECK, newval, extra, source) }
+}
+
+/// Calls the previous check hook, then replaces `*newval` by the merged value.
+unsafe fn merge_check(
+    core: &CorePath,
+    previous: pg_sys::GucStringCheckHook,
+    newval: *mut *mut c_char,
+    extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: the GUC machinery hands us a guc_malloc'd NUL-terminated *newval that we may
+    // replace with another guc_malloc'd string after freeing it (guc.h's check-hook contract).
+    unsafe {
+        if let Some(previous) = previous {
+            if !pg_sys::ffi::pg_guard_ffi_boundary(|| previous(newval, extra, source)) {
+                return false;
+            }
+        }
+        if newval.is_null() || (*newval).is_null() {
+            return true;
+        }
+        let current = CStr::from_ptr(*newval).to_string_lossy().into_owned();
+        let merged = merge_core_path(&current, &(core.element)(&locations().server), &our_root());
+        if merged == current {
+            return true;
+        }
+        let Ok(merged) = CString::new(merged) else { return false };
+        let copy = pg_sys::guc_strdup(PgLogLevel::LOG as i32, merged.as_ptr());
+        if copy.is_null() {
+            return false;
+        }
+        pg_sys::guc_free((*newval).cast());
+        *newval = copy;
+        true
+    }
+}
+
+/// Points this session's core settings at `catalog`: nothing to do for the server catalog
+/// unless an earlier statement pointed them at a session catalog. Done with SET semantics
+/// (like the SET of extension_search_path.path that made the session's path differ), so C
+/// functions created from a session path keep resolving in this session; a rolled-back
+/// transaction undoes it together with everything else.
+pub fn point_session_at(catalog: &Catalog) {
+    let root = our_root();
+    for core in [&CONTROL, &LIBRARY] {
+        // SAFETY: the option exists; the returned string is copied at once.
+        let current = unsafe { CStr::from_ptr(pg_sys::GetConfigOption(core.name.as_ptr(), false, false)) }
+            .to_string_lossy()
+            .into_owned();
+        let wanted = retarget_core_path(&current, &root, &(core.element)(catalog));
+        if wanted == current {
+            continue;
+        }
+        let wanted = CString::new(wanted).expect("paths hold no NUL");
+        // SAFETY: plain call into the GUC machinery on the main thread; PGC_SUSET is the
+        // settings' own context, and these values name only the catalogs we maintain.
+        unsafe {
+            pg_sys::set_config_option(
+                core.name.as_ptr(),
+                wanted.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SET,
+                true,
+                PgLogLevel::ERROR as i32,
+                false,
+            );
+        }
+    }
+}

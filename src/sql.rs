@@ -1,0 +1,105 @@
+//! SQL functions in schema `extension_search_path`: what the path resolves to.
+//! EXECUTE is for superusers and members of pg_read_server_files only (paths are sensitive).
+
+use esp_resolver::name::is_valid_extension_name;
+use esp_resolver::{ExtensionCopy, Index};
+use pgrx::prelude::*;
+
+type CopyRow = (
+    name!(name, String),
+    name!(winner, bool),
+    name!(layout, String),
+    name!(prefix, Option<String>),
+    name!(directory, String),
+    name!(control_file, String),
+    name!(script_directory, Option<String>),
+    name!(module_directory, Option<String>),
+    name!(default_version, Option<String>),
+);
+
+fn row(index: &Index, copy: &ExtensionCopy) -> CopyRow {
+    let control = copy.read_control().ok();
+    (
+        copy.name.clone(),
+        index.is_winner(copy),
+        copy.layout.as_str().to_string(),
+        copy.prefix.as_ref().map(|p| p.display().to_string()),
+        copy.dir.display().to_string(),
+        copy.control_file.display().to_string(),
+        control.as_ref().map(|c| copy.script_directory(c).display().to_string()),
+        copy.lib_dir.as_ref().map(|p| p.display().to_string()),
+        control.as_ref().and_then(|c| c.default_version().map(String::from)),
+    )
+}
+
+fn session_index() -> Index {
+    let path = crate::gucs::path();
+    esp_resolver::Index::build(&esp_resolver::SearchPath::parse(&path), &crate::server::locations().system)
+}
+
+/// Every copy of extension `name` along the session's path, the one that wins first.
+#[pg_extern(parallel_safe)]
+fn resolve(name: &str) -> TableIterator<'static, (
+        name!(name, String),
+        name!(winner, bool),
+        name!(layout, String),
+        name!(prefix, Option<String>),
+        name!(directory, String),
+        name!(control_file, String),
+        name!(script_directory, Option<String>),
+        name!(module_directory, Option<String>),
+        name!(default_version, Option<String>),
+    )> {
+    if !is_valid_extension_name(name) {
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid extension name: \"{name}\""),
+            "Extension names must not be empty, contain \"--\" or \"/\", or begin or end with \"-\"."
+        );
+    }
+    let index = session_index();
+    let rows: Vec<CopyRow> = index.copies(name).iter().map(|c| row(&index, c)).collect();
+    TableIterator::new(rows)
+}
+
+/// Every extension visible through the session's path, `$system` included, one row per copy.
+#[pg_extern(parallel_safe)]
+fn extensions() -> TableIterator<'static, (
+        name!(name, String),
+        name!(winner, bool),
+        name!(layout, String),
+        name!(prefix, Option<String>),
+        name!(directory, String),
+        name!(control_file, String),
+        name!(script_directory, Option<String>),
+        name!(module_directory, Option<String>),
+        name!(default_version, Option<String>),
+    )> {
+    let index = session_index();
+    let rows: Vec<CopyRow> = index.extensions.iter().map(|c| row(&index, c)).collect();
+    TableIterator::new(rows)
+}
+
+/// Rescans the session's path now and updates the catalog (as CREATE EXTENSION does), so
+/// `pg_available_extensions` shows directories added since. Returns what the catalog serves.
+#[pg_extern]
+fn rescan() -> TableIterator<'static, (name!(extensions, i64), name!(libraries, i64), name!(problems, Vec<String>))> {
+    let path = crate::gucs::path();
+    let catalog = crate::server::catalog_for(&path);
+    let index = crate::server::refresh(&catalog, &path, PgLogLevel::WARNING);
+    crate::core_paths::point_session_at(&catalog);
+    let extensions = index.winners().filter(|c| c.prefix.is_some()).count() as i64;
+    let libraries = index.library_winners().filter(|l| l.prefix.is_some()).count() as i64;
+    let problems = index.problems.iter().map(ToString::to_string).collect();
+    TableIterator::once((extensions, libraries, problems))
+}
+
+extension_sql!(
+    r#"
+REVOKE ALL ON FUNCTION @extschema@.resolve(text), @extschema@.extensions(), @extschema@.rescan() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.resolve(text), @extschema@.extensions(), @extschema@.rescan() TO pg_read_server_files;
+"#,
+    name = "privileges",
+    finalize
+);

@@ -1,0 +1,1 @@
+//! #[pg_test]s: run inside a server with the extension preloaded.
