@@ -1,1 +1,159 @@
-//! #[pg_test]s: run inside a server with the extension preloaded.
+//! `#[pg_test]`s: run inside a server that preloads the extension (`cargo pgrx test`).
+//! Fixtures are small pure-SQL extensions written by the tests into temporary prefixes; the
+//! end-to-end tier (`pgrx-tests/`) covers real extensions, restarts and several sessions.
+
+#[pgrx::pg_schema]
+mod tests {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use pgrx::prelude::*;
+
+    /// A fresh prefix under the temporary directory, readable by the server.
+    fn prefix() -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir()
+            .join(format!("esp-pgtest-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn write(path: &Path, text: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    /// A pure-SQL extension `name` with versions 1.0 and 1.1 (and the 1.0--1.1 update), whose
+    /// function `<name>_version()` answers with the version installed.
+    fn sql_extension(scripts: &Path, control: &Path, name: &str, requires: &str) {
+        write(control, &format!("default_version = '1.1'\nrelocatable = true\nrequires = '{requires}'\n"));
+        for v in ["1.0", "1.1"] {
+            write(
+                &scripts.join(format!("{name}--{v}.sql")),
+                &format!("CREATE FUNCTION {name}_version() RETURNS text LANGUAGE sql AS $$ SELECT '{v}' $$;"),
+            );
+        }
+        write(
+            &scripts.join(format!("{name}--1.0--1.1.sql")),
+            &format!("CREATE OR REPLACE FUNCTION {name}_version() RETURNS text LANGUAGE sql AS $$ SELECT '1.1' $$;"),
+        );
+    }
+
+    fn rfc(prefix: &Path, name: &str, requires: &str) {
+        let dir = prefix.join(name);
+        sql_extension(&dir.join("sql"), &dir.join(format!("{name}.control")), name, requires);
+    }
+
+    fn cnpg(prefix: &Path, image: &str, name: &str, requires: &str) {
+        let dir = prefix.join(image).join("share/extension");
+        sql_extension(&dir, &dir.join(format!("{name}.control")), name, requires);
+    }
+
+    fn set_path(value: &str) {
+        Spi::run(&format!("SET extension_search_path.path = '{value}'")).unwrap();
+    }
+
+    fn one(query: &str) -> String {
+        Spi::get_one::<String>(query).unwrap().unwrap_or_default()
+    }
+
+    #[pg_test]
+    fn setting_defaults_to_system_and_is_superuser_only() {
+        assert_eq!(one("SHOW extension_search_path.path"), "$system");
+        assert_eq!(one("SELECT context FROM pg_settings WHERE name = 'extension_search_path.path'"), "superuser");
+    }
+
+    #[pg_test]
+    fn core_paths_are_merged_not_replaced() {
+        let control = one("SHOW extension_control_path");
+        assert!(control.ends_with("/extension_search_path/server/share:$system"), "{control}");
+        let libs = one("SHOW dynamic_library_path");
+        assert!(libs.ends_with("/extension_search_path/server/lib:$libdir"), "{libs}");
+        // an operator's value keeps its elements, in order, behind ours
+        Spi::run("SET extension_control_path = '$system:/extensions/a/share:/extensions/b/share'").unwrap();
+        let merged = one("SHOW extension_control_path");
+        assert!(merged.ends_with("/server/share:$system:/extensions/a/share:/extensions/b/share"), "{merged}");
+    }
+
+    #[pg_test]
+    fn rfc_extension_is_created_updated_and_listed() {
+        let p = prefix();
+        rfc(&p, "esp_rfc", "");
+        set_path(&format!("$system:{}", p.display()));
+        Spi::run("CREATE EXTENSION esp_rfc VERSION '1.0'").unwrap();
+        assert_eq!(one("SELECT esp_rfc_version()"), "1.0");
+        Spi::run("ALTER EXTENSION esp_rfc UPDATE").unwrap();
+        assert_eq!(one("SELECT esp_rfc_version()"), "1.1");
+        assert_eq!(one("SELECT extversion FROM pg_extension WHERE extname = 'esp_rfc'"), "1.1");
+        assert_eq!(
+            one("SELECT string_agg(version, ',' ORDER BY version) FROM pg_available_extension_versions WHERE name = 'esp_rfc'"),
+            "1.0,1.1"
+        );
+        Spi::run("DROP EXTENSION esp_rfc").unwrap();
+        assert_eq!(one("SELECT count(*)::text FROM pg_extension WHERE extname = 'esp_rfc'"), "0");
+    }
+
+    #[pg_test]
+    fn cascade_pulls_requirements_from_other_images_and_prefixes() {
+        let (a, b) = (prefix(), prefix());
+        cnpg(&a, "bundle", "esp_top", "esp_base");
+        rfc(&b, "esp_base", "");
+        set_path(&format!("{}:$system:{}", a.display(), b.display()));
+        Spi::run("CREATE EXTENSION esp_top CASCADE").unwrap();
+        assert_eq!(one("SELECT esp_base_version() || '/' || esp_top_version()"), "1.1/1.1");
+    }
+
+    #[pg_test]
+    fn an_earlier_prefix_shadows_a_later_one() {
+        let (first, second) = (prefix(), prefix());
+        rfc(&second, "esp_dup", "");
+        cnpg(&first, "esp_dup", "esp_dup", "");
+        // the first prefix's copy only has 1.0
+        fs::remove_file(first.join("esp_dup/share/extension/esp_dup--1.1.sql")).unwrap();
+        fs::remove_file(first.join("esp_dup/share/extension/esp_dup--1.0--1.1.sql")).unwrap();
+        write(&first.join("esp_dup/share/extension/esp_dup.control"), "default_version = '1.0'\n");
+        set_path(&format!("{}:{}", first.display(), second.display()));
+        Spi::run("CREATE EXTENSION esp_dup").unwrap();
+        assert_eq!(one("SELECT esp_dup_version()"), "1.0");
+        let rows = one(
+            "SELECT string_agg(layout || ':' || winner, ',') FROM extension_search_path.resolve('esp_dup')",
+        );
+        assert_eq!(rows, "cnpg:true,rfc:false");
+    }
+
+    #[pg_test]
+    fn a_directory_added_later_is_seen_at_the_next_create() {
+        let p = prefix();
+        set_path(&p.display().to_string());
+        Spi::run("CREATE EXTENSION IF NOT EXISTS plpgsql").unwrap();
+        rfc(&p, "esp_late", "");
+        Spi::run("CREATE EXTENSION esp_late").unwrap();
+        assert_eq!(one("SELECT esp_late_version()"), "1.1");
+    }
+
+    #[pg_test]
+    fn bad_elements_never_hide_system() {
+        set_path("relative/dir::/does/not/exist:$system/x");
+        let rows = one("SELECT string_agg(layout, ',') FROM extension_search_path.resolve('plpgsql')");
+        assert_eq!(rows, "system");
+        let problems = one("SELECT array_to_string(problems, ' | ') FROM extension_search_path.rescan()");
+        assert!(problems.contains("\"relative/dir\": relative path element ignored"), "{problems}");
+        assert!(problems.contains("/does/not/exist: could not read directory"), "{problems}");
+        assert!(problems.contains("\"$system/x\": unknown macro"), "{problems}");
+        assert_eq!(one("SELECT count(*)::text FROM pg_available_extensions WHERE name = 'plpgsql'"), "1");
+    }
+
+    #[pg_test(error = "invalid extension name: \"../etc\"")]
+    fn names_with_separators_are_refused() {
+        Spi::run("SELECT * FROM extension_search_path.resolve('../etc')").unwrap();
+    }
+
+    #[pg_test(error = "extension \"esp_missing\" is not available")]
+    fn a_missing_extension_is_the_usual_error() {
+        let p = prefix();
+        set_path(&p.display().to_string());
+        Spi::run("CREATE EXTENSION esp_missing").unwrap();
+    }
+}
