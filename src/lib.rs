@@ -24,12 +24,13 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: a plain global the postmaster sets while it loads shared_preload_libraries; read
     // on the main thread.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
-        ereport!(
-            PgLogLevel::ERROR,
+        pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "extension_search_path must be loaded via shared_preload_libraries",
-            "Add extension_search_path to shared_preload_libraries in postgresql.conf, first in the list, and restart the server."
-        );
+            "_PG_init",
+        )
+        .set_hint("Add extension_search_path to shared_preload_libraries in postgresql.conf, first in the list, and restart the server.")
+        .report(PgLogLevel::ERROR);
     }
     gucs::init();
     server::init();

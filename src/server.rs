@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use esp_resolver::catalog::key;
 use esp_resolver::{Catalog, Index, SearchPath, SystemDirs};
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 pub struct Locations {
@@ -77,12 +78,14 @@ pub fn refresh(catalog: &Catalog, value: &str, level: PgLogLevel) -> Index {
                 ereport!(level, PgSqlErrorCode::ERRCODE_WARNING, format!("extension_search_path: {problem}"));
             }
         }
-        Err(e) => ereport!(
-            PgLogLevel::WARNING,
+        Err(e) => ErrorReport::new(
             PgSqlErrorCode::ERRCODE_IO_ERROR,
             format!("extension_search_path: could not update catalog \"{}\": {e}", catalog.root().display()),
-            "Check that the data directory is writable by the server."
-        ),
+            "refresh",
+        )
+        .set_detail("CREATE EXTENSION and LOAD use the catalog as it was.")
+        .set_hint("Check that the data directory is writable by the server.")
+        .report(PgLogLevel::WARNING),
     }
     index
 }

@@ -51,12 +51,13 @@ fn resolve(name: &str) -> TableIterator<'static, (
         name!(default_version, Option<String>),
     )> {
     if !is_valid_extension_name(name) {
-        ereport!(
-            PgLogLevel::ERROR,
+        pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("invalid extension name: \"{name}\""),
-            "Extension names must not be empty, contain \"--\" or \"/\", or begin or end with \"-\"."
-        );
+            "resolve",
+        )
+        .set_hint("Extension names must not be empty, contain \"--\" or \"/\", or begin or end with \"-\".")
+        .report(PgLogLevel::ERROR);
     }
     let index = session_index();
     let rows: Vec<CopyRow> = index.copies(name).iter().map(|c| row(&index, c)).collect();

@@ -1,1 +1,242 @@
+//! The end-to-end harness: real PostgreSQL 18 servers started as `postgres` on private ports and
+//! socket directories, against the installed extension and real extensions laid out as images by
+//! `scripts/mkimage`. Every `psql` call is a new connection, so a new backend.
 
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The repository's root (for scripts/).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn esp_root() -> PathBuf {
+    PathBuf::from(std::env::var("ESP_ROOT").unwrap_or_else(|_| "/opt/esp".into()))
+}
+
+pub fn pg_bin() -> PathBuf {
+    std::env::var("ESP_PG_PREFIX").map(PathBuf::from).unwrap_or_else(|_| esp_root().join("pgsql-18")).join("bin")
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    run_with_input(cmd, "")
+}
+
+fn run_with_input(cmd: &mut Command, input: &str) -> Result<String, String> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    child.stdin.take().unwrap().write_all(input.as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stderr), stdout))
+    }
+}
+
+fn as_postgres(program: &Path) -> Command {
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "postgres", "--"]).arg(program);
+    cmd
+}
+
+/// A world-readable temporary directory (the server runs as `postgres`).
+pub fn tempdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("esp-e2e-").tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Lays `source` out as `<prefix>/<dir>` in `layout` (`cnpg` or `rfc`) with scripts/mkimage.
+pub fn mkimage(layout: &str, source: &str, out: &Path) {
+    fs::create_dir_all(out.parent().unwrap()).unwrap();
+    run(Command::new(repo().join("scripts/mkimage")).args([layout, source]).arg(out))
+        .unwrap_or_else(|e| panic!("mkimage {layout} {source}: {e}"));
+}
+
+/// The Debian package file of `package` that scripts/bootstrap downloaded.
+pub fn deb(package: &str) -> String {
+    let dir = esp_root().join("debs");
+    let file = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&format!("{package}_")))
+        .unwrap_or_else(|| panic!("{package} not in {} (run scripts/bootstrap)", dir.display()));
+    format!("deb:{}", file.path().display())
+}
+
+/// Image prefixes shared by the tests, built once per test process:
+///
+/// * `cnpg/`: hstore, earthdistance (needs cube), seg, jsquery (Debian) — CloudNativePG layout
+/// * `rfc/`:  cube, citext, pgfincore (Debian) — RFC layout
+/// * `early/`: an RFC hstore whose default version is 1.4, to shadow `cnpg/hstore`
+/// * `operator/`: an image (isn) that only the operator's own core settings name
+pub struct Fixtures {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Fixtures {
+    pub fn prefix(&self, name: &str) -> String {
+        self.root.join(name).display().to_string()
+    }
+}
+
+pub fn fixtures() -> &'static Fixtures {
+    static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        let dir = tempdir();
+        let root = dir.path().to_path_buf();
+        for (layout, source, out) in [
+            ("cnpg", "contrib:hstore".to_string(), "cnpg/hstore"),
+            ("cnpg", "contrib:earthdistance".to_string(), "cnpg/earthdistance"),
+            ("cnpg", "contrib:seg".to_string(), "cnpg/seg"),
+            ("cnpg", deb("postgresql-18-jsquery"), "cnpg/jsquery"),
+            ("rfc", "contrib:cube".to_string(), "rfc/cube"),
+            ("rfc", "contrib:citext".to_string(), "rfc/citext"),
+            ("rfc", deb("postgresql-18-pgfincore"), "rfc/pgfincore"),
+            ("rfc", "contrib:hstore".to_string(), "early/hstore"),
+            ("cnpg", "contrib:isn".to_string(), "operator/isn"),
+        ] {
+            mkimage(layout, &source, &root.join(out));
+        }
+        let control = root.join("early/hstore/hstore.control");
+        let text = fs::read_to_string(&control).unwrap().replace("default_version = '1.8'", "default_version = '1.4'");
+        fs::write(control, text).unwrap();
+        fs::create_dir_all(root.join("empty")).unwrap();
+        Fixtures { _dir: dir, root }
+    })
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A PostgreSQL 18 server of its own: data directory, port, socket directory.
+pub struct Server {
+    _dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub port: u16,
+    running: bool,
+}
+
+impl Server {
+    /// initdb, then `settings` appended to postgresql.conf. Not started.
+    pub fn new(settings: &[&str]) -> Server {
+        let dir = tempdir();
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        run(Command::new("chown").arg("postgres").arg(&data)).unwrap();
+        run(as_postgres(&pg_bin().join("initdb")).args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&data))
+            .unwrap_or_else(|e| panic!("initdb: {e}"));
+        let base = 20000 + (std::process::id() % 2000) as u16 * 10;
+        let port = base + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 10;
+        let server = Server { _dir: dir, data, port, running: false };
+        let mut conf = format!(
+            "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\n",
+            server.data.display()
+        );
+        for s in settings {
+            conf.push_str(s);
+            conf.push('\n');
+        }
+        server.append_conf(&conf);
+        server
+    }
+
+    /// A server that preloads extension_search_path with `path`, plus `settings`.
+    pub fn with_path(path: &str, settings: &[&str]) -> Server {
+        let mut all = vec![
+            "shared_preload_libraries = 'extension_search_path'".to_string(),
+            format!("extension_search_path.path = '{path}'"),
+        ];
+        all.extend(settings.iter().map(|s| s.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut server = Server::new(&all);
+        server.start();
+        server
+    }
+
+    pub fn append_conf(&self, text: &str) {
+        let path = self.data.join("postgresql.conf");
+        let mut conf = fs::read_to_string(&path).unwrap();
+        conf.push_str(text);
+        conf.push('\n');
+        fs::write(path, conf).unwrap();
+    }
+
+    pub fn start(&mut self) {
+        self.try_start().unwrap_or_else(|e| panic!("server did not start: {e}\n{}", self.log()));
+    }
+
+    pub fn try_start(&mut self) -> Result<(), String> {
+        let log = self.data.join("server.log");
+        run(as_postgres(&pg_bin().join("pg_ctl")).args(["-w", "-t", "60", "-D"]).arg(&self.data).arg("-l").arg(&log).arg("start"))?;
+        self.running = true;
+        Ok(())
+    }
+
+    pub fn stop(&mut self) {
+        if self.running {
+            let _ = run(as_postgres(&pg_bin().join("pg_ctl")).args(["-w", "-m", "fast", "-D"]).arg(&self.data).arg("stop"));
+            self.running = false;
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start();
+    }
+
+    /// pg_reload_conf(), then waits until a new backend sees `setting` = `value`.
+    pub fn reload_until(&self, setting: &str, value: &str) {
+        self.sql("SELECT pg_reload_conf()");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.sql(&format!("SHOW {setting}")) != value {
+            assert!(Instant::now() < deadline, "{setting} never became {value}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `sql` in a new session (a new backend); statements run one by one, stopping at the
+    /// first error. Returns unaligned, tuples-only output, or the error text.
+    pub fn try_sql(&self, sql: &str) -> Result<String, String> {
+        let mut cmd = Command::new(pg_bin().join("psql"));
+        cmd.arg("-h").arg(&self.data).arg("-p").arg(self.port.to_string());
+        cmd.args(["-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+        run_with_input(&mut cmd, sql)
+    }
+
+    pub fn sql(&self, sql: &str) -> String {
+        self.try_sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}\n--- server log ---\n{}", self.log()))
+    }
+
+    /// The error of `sql`, which must fail.
+    pub fn sql_err(&self, sql: &str) -> String {
+        match self.try_sql(sql) {
+            Ok(out) => panic!("{sql} succeeded: {out}"),
+            Err(e) => e,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = run(as_postgres(&pg_bin().join("pg_ctl")).args(["-m", "immediate", "-D"]).arg(&self.data).arg("stop"));
+        }
+    }
+}

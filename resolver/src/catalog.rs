@@ -152,6 +152,10 @@ pub fn generated_control(copy: &crate::ExtensionCopy) -> Result<String, String> 
         return Ok(text);
     }
     let scripts = copy.script_directory(&control);
+    if !scripts.is_dir() {
+        // PostgreSQL would fail pg_available_extension_versions for every extension on it.
+        return Err(format!("script directory \"{}\" does not exist", scripts.display()));
+    }
     let scripts = scripts.to_str().ok_or("script directory is not valid UTF-8")?;
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');

@@ -57,9 +57,14 @@ impl ExtensionCopy {
         crate::control::ControlFile::parse(&text)
     }
 
-    /// Where PostgreSQL will read this copy's scripts from.
+    /// Where PostgreSQL will read this copy's scripts from: `directory` from the control file,
+    /// absolute or relative to the image's `share/` (CloudNativePG) or the extension's directory
+    /// (RFC). In the RFC layout a relative `directory` that does not exist there is what the
+    /// control file meant for a classic install (`sharedir/<directory>`): `sql/` is used instead.
     pub fn script_directory(&self, control: &crate::control::ControlFile) -> PathBuf {
-        control.script_directory(&self.script_base, &self.default_script_dir)
+        let dir = control.script_directory(&self.script_base, &self.default_script_dir);
+        let relative = control.get("directory").is_some_and(|d| !Path::new(d).is_absolute());
+        if self.layout == Layout::Rfc && relative && !dir.is_dir() { self.default_script_dir.clone() } else { dir }
     }
 
     fn eponymous(&self) -> bool {

@@ -237,7 +237,14 @@ fn control_directory_settings_are_honoured() {
     let t = Tree::new();
     t.file("ext/rel/share/extension/rel.control", "directory = 'rel-scripts'\n");
     t.file("ext/abs/share/extension/abs.control", "directory = '/opt/abs'");
+    t.file("ext/rel/share/rel-scripts/rel--1.sql", "");
     t.file("ext/rfcrel/rfcrel.control", "directory = 'scripts'");
+    t.file("ext/rfcrel/scripts/rfcrel--1.sql", "");
+    // written for a classic install (sharedir/classic): in the RFC layout, sql/ is used
+    t.file("ext/classic/classic.control", "directory = 'classic'");
+    t.file("ext/classic/sql/classic--1.sql", "");
+    // the scripts are nowhere: left out, with the directory named
+    t.file("ext/lost/share/extension/lost.control", "directory = 'gone'");
     let index = t.index("@/ext");
     let rel = generated_control(index.resolve("rel").unwrap()).unwrap();
     let rel = ControlFile::parse(&rel).unwrap();
@@ -245,6 +252,10 @@ fn control_directory_settings_are_honoured() {
     assert_eq!(generated_control(index.resolve("abs").unwrap()).unwrap(), "directory = '/opt/abs'");
     let rfc = ControlFile::parse(&generated_control(index.resolve("rfcrel").unwrap()).unwrap()).unwrap();
     assert_eq!(rfc.get("directory"), Some(t.p("ext/rfcrel/scripts").to_str().unwrap()));
+    let classic = ControlFile::parse(&generated_control(index.resolve("classic").unwrap()).unwrap()).unwrap();
+    assert_eq!(classic.get("directory"), Some(t.p("ext/classic/sql").to_str().unwrap()));
+    let lost = generated_control(index.resolve("lost").unwrap()).unwrap_err();
+    assert!(lost.contains(&format!("\"{}\" does not exist", t.p("ext/lost/share/gone").display())), "{lost}");
 }
 
 #[test]
