@@ -92,10 +92,10 @@ unsafe fn merge_check(
     // SAFETY: the GUC machinery hands us a guc_malloc'd NUL-terminated *newval that we may
     // replace with another guc_malloc'd string after freeing it (guc.h's check-hook contract).
     unsafe {
-        if let Some(previous) = previous {
-            if !pg_sys::ffi::pg_guard_ffi_boundary(|| previous(newval, extra, source)) {
-                return false;
-            }
+        if let Some(previous) = previous
+            && !pg_sys::ffi::pg_guard_ffi_boundary(|| previous(newval, extra, source))
+        {
+            return false;
         }
         if newval.is_null() || (*newval).is_null() {
             return true;

@@ -1,5 +1,6 @@
 //! SQL functions in schema `extension_search_path`: what the path resolves to.
-//! EXECUTE is for superusers and members of pg_read_server_files only (paths are sensitive).
+//! EXECUTE is for superusers and members of pg_read_server_files only (paths are sensitive);
+//! see sql/privileges.sql.
 
 use esp_resolver::name::is_valid_extension_name;
 use esp_resolver::{ExtensionCopy, Index};
@@ -38,6 +39,7 @@ fn session_index() -> Index {
 }
 
 /// Every copy of extension `name` along the session's path, the one that wins first.
+#[allow(clippy::type_complexity)]
 #[pg_extern(parallel_safe)]
 fn resolve(name: &str) -> TableIterator<'static, (
         name!(name, String),
@@ -65,6 +67,7 @@ fn resolve(name: &str) -> TableIterator<'static, (
 }
 
 /// Every extension visible through the session's path, `$system` included, one row per copy.
+#[allow(clippy::type_complexity)]
 #[pg_extern(parallel_safe)]
 fn extensions() -> TableIterator<'static, (
         name!(name, String),
@@ -96,11 +99,4 @@ fn rescan() -> TableIterator<'static, (name!(extensions, i64), name!(libraries, 
     TableIterator::once((extensions, libraries, problems))
 }
 
-extension_sql!(
-    r#"
-REVOKE ALL ON FUNCTION @extschema@.resolve(text), @extschema@.extensions(), @extschema@.rescan() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.resolve(text), @extschema@.extensions(), @extschema@.rescan() TO pg_read_server_files;
-"#,
-    name = "privileges",
-    finalize
-);
+extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);

@@ -145,6 +145,28 @@ mod tests {
         assert_eq!(one("SELECT count(*)::text FROM pg_available_extensions WHERE name = 'plpgsql'"), "1");
     }
 
+    #[pg_test(error = "permission denied to set parameter \"extension_search_path.path\"")]
+    fn plain_roles_cannot_set_the_path() {
+        Spi::run("CREATE ROLE esp_plain").unwrap();
+        Spi::run("SET ROLE esp_plain").unwrap();
+        Spi::run("SET extension_search_path.path = '/tmp'").unwrap();
+    }
+
+    #[pg_test(error = "permission denied for function resolve")]
+    fn plain_roles_cannot_see_paths() {
+        Spi::run("CREATE ROLE esp_plain2").unwrap();
+        Spi::run("GRANT USAGE ON SCHEMA extension_search_path TO esp_plain2").unwrap();
+        Spi::run("SET ROLE esp_plain2").unwrap();
+        Spi::run("SELECT * FROM extension_search_path.resolve('plpgsql')").unwrap();
+    }
+
+    #[pg_test]
+    fn pg_read_server_files_members_can_see_paths() {
+        Spi::run("CREATE ROLE esp_reader IN ROLE pg_read_server_files").unwrap();
+        Spi::run("SET ROLE esp_reader").unwrap();
+        assert_eq!(one("SELECT layout FROM extension_search_path.resolve('plpgsql')"), "system");
+    }
+
     #[pg_test(error = "invalid extension name: \"../etc\"")]
     fn names_with_separators_are_refused() {
         Spi::run("SELECT * FROM extension_search_path.resolve('../etc')").unwrap();
