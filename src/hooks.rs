@@ -39,8 +39,18 @@ unsafe extern "C-unwind" fn process_utility(
         crate::server::refresh(&catalog, &path, level);
         crate::core_paths::point_session_at(&catalog);
     }
-    // SAFETY: the arguments are passed on unchanged, as PostgreSQL gave them to us.
-    unsafe { call_previous(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc) }
+    // The previous hook if there is one, else PostgreSQL's own implementation.
+    // SAFETY: the arguments are passed on unchanged, as PostgreSQL gave them to us;
+    // PREV_PROCESS_UTILITY is written once in init; the boundary turns a PostgreSQL ERROR
+    // raised below into a Rust unwind through this frame and back.
+    unsafe {
+        match PREV_PROCESS_UTILITY {
+            Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                previous(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
+            }),
+            None => pg_sys::standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+        }
+    }
 }
 
 /// CREATE EXTENSION, ALTER EXTENSION … UPDATE and LOAD, when not run from inside an extension
@@ -55,29 +65,5 @@ unsafe fn needs_catalog(pstmt: *mut pg_sys::PlannedStmt) -> bool {
             (*(*pstmt).utilityStmt).type_,
             pg_sys::NodeTag::T_CreateExtensionStmt | pg_sys::NodeTag::T_AlterExtensionStmt | pg_sys::NodeTag::T_LoadStmt
         )
-    }
-}
-
-/// The previous hook if there is one, else PostgreSQL's own implementation.
-#[allow(clippy::too_many_arguments)]
-unsafe fn call_previous(
-    pstmt: *mut pg_sys::PlannedStmt,
-    query_string: *const c_char,
-    read_only_tree: bool,
-    context: pg_sys::ProcessUtilityContext::Type,
-    params: pg_sys::ParamListInfo,
-    query_env: *mut pg_sys::QueryEnvironment,
-    dest: *mut pg_sys::DestReceiver,
-    qc: *mut pg_sys::QueryCompletion,
-) {
-    // SAFETY: PREV_PROCESS_UTILITY is written once in init; both targets take exactly these
-    // arguments; the boundary turns a PostgreSQL ERROR into a Rust unwind and back.
-    unsafe {
-        match PREV_PROCESS_UTILITY {
-            Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
-                previous(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
-            }),
-            None => pg_sys::standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
-        }
     }
 }

@@ -3,87 +3,82 @@
 //! see sql/privileges.sql.
 
 use esp_resolver::name::is_valid_extension_name;
-use esp_resolver::{ExtensionCopy, Index};
+use esp_resolver::{Index, SearchPath};
 use pgrx::prelude::*;
 
-type CopyRow = (
-    name!(name, String),
-    name!(winner, bool),
-    name!(layout, String),
-    name!(prefix, Option<String>),
-    name!(directory, String),
-    name!(control_file, String),
-    name!(script_directory, Option<String>),
-    name!(module_directory, Option<String>),
-    name!(default_version, Option<String>),
-);
+/// One extension copy: the columns declared in `copies_function!`.
+type CopyRow = (String, bool, String, Option<String>, String, String, Option<String>, Option<String>, Option<String>);
 
-fn row(index: &Index, copy: &ExtensionCopy) -> CopyRow {
-    let control = copy.read_control().ok();
-    (
-        copy.name.clone(),
-        index.is_winner(copy),
-        copy.layout.as_str().to_string(),
-        copy.prefix.as_ref().map(|p| p.display().to_string()),
-        copy.dir.display().to_string(),
-        copy.control_file.display().to_string(),
-        control.as_ref().map(|c| copy.script_directory(c).display().to_string()),
-        copy.lib_dir.as_ref().map(|p| p.display().to_string()),
-        control.as_ref().and_then(|c| c.default_version().map(String::from)),
-    )
-}
-
-fn session_index() -> Index {
-    let path = crate::gucs::path();
-    esp_resolver::Index::build(&esp_resolver::SearchPath::parse(&path), &crate::server::locations().system)
-}
-
-/// Every copy of extension `name` along the session's path, the one that wins first.
-#[allow(clippy::type_complexity)]
-#[pg_extern(parallel_safe)]
-fn resolve(name: &str) -> TableIterator<'static, (
-        name!(name, String),
-        name!(winner, bool),
-        name!(layout, String),
-        name!(prefix, Option<String>),
-        name!(directory, String),
-        name!(control_file, String),
-        name!(script_directory, Option<String>),
-        name!(module_directory, Option<String>),
-        name!(default_version, Option<String>),
-    )> {
-    if !is_valid_extension_name(name) {
+/// The copies of `name` (all extensions when `None`) along the session's path, winner first.
+fn copy_rows(name: Option<&str>) -> Vec<CopyRow> {
+    if let Some(name) = name.filter(|n| !is_valid_extension_name(n)) {
         pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("invalid extension name: \"{name}\""),
-            "resolve",
+            "extension_search_path",
         )
         .set_hint("Extension names must not be empty, contain \"--\" or \"/\", or begin or end with \"-\".")
         .report(PgLogLevel::ERROR);
     }
-    let index = session_index();
-    let rows: Vec<CopyRow> = index.copies(name).iter().map(|c| row(&index, c)).collect();
-    TableIterator::new(rows)
+    let index = Index::build(&SearchPath::parse(&crate::gucs::path()), &crate::server::locations().system);
+    let copies = match name {
+        Some(name) => index.copies(name),
+        None => &index.extensions[..],
+    };
+    copies
+        .iter()
+        .map(|copy| {
+            let control = copy.read_control().ok();
+            (
+                copy.name.clone(),
+                index.is_winner(copy),
+                copy.layout.as_str().to_string(),
+                copy.prefix.as_ref().map(|p| p.display().to_string()),
+                copy.dir.display().to_string(),
+                copy.control_file.display().to_string(),
+                control.as_ref().map(|c| copy.script_directory(c).display().to_string()),
+                copy.lib_dir.as_ref().map(|p| p.display().to_string()),
+                control.as_ref().and_then(|c| c.default_version().map(String::from)),
+            )
+        })
+        .collect()
 }
 
-/// Every extension visible through the session's path, `$system` included, one row per copy.
-#[allow(clippy::type_complexity)]
-#[pg_extern(parallel_safe)]
-fn extensions() -> TableIterator<'static, (
-        name!(name, String),
-        name!(winner, bool),
-        name!(layout, String),
-        name!(prefix, Option<String>),
-        name!(directory, String),
-        name!(control_file, String),
-        name!(script_directory, Option<String>),
-        name!(module_directory, Option<String>),
-        name!(default_version, Option<String>),
-    )> {
-    let index = session_index();
-    let rows: Vec<CopyRow> = index.extensions.iter().map(|c| row(&index, c)).collect();
-    TableIterator::new(rows)
+/// Declares a set-returning function of [`CopyRow`]s; the column names are written once, here,
+/// because pgrx reads them from each function's signature.
+macro_rules! copies_function {
+    ($(#[$doc:meta])* fn $fn:ident($($arg:ident: $ty:ty),*) => $name:expr) => {
+        $(#[$doc])*
+        #[allow(clippy::type_complexity)]
+        #[pg_extern(parallel_safe)]
+        fn $fn($($arg: $ty),*) -> TableIterator<
+            'static,
+            (
+                name!(name, String),
+                name!(winner, bool),
+                name!(layout, String),
+                name!(prefix, Option<String>),
+                name!(directory, String),
+                name!(control_file, String),
+                name!(script_directory, Option<String>),
+                name!(module_directory, Option<String>),
+                name!(default_version, Option<String>),
+            ),
+        > {
+            TableIterator::new(copy_rows($name))
+        }
+    };
 }
+
+copies_function!(
+    /// Every copy of extension `name` along the session's path, the one that wins first.
+    fn resolve(name: &str) => Some(name)
+);
+
+copies_function!(
+    /// Every extension visible through the session's path, `$system` included, one row per copy.
+    fn extensions() => None
+);
 
 /// Rescans the session's path now and updates the catalog (as CREATE EXTENSION does), so
 /// `pg_available_extensions` shows directories added since. Returns what the catalog serves.
