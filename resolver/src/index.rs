@@ -72,6 +72,22 @@ impl ExtensionCopy {
     }
 }
 
+/// A directory under a prefix: an RFC extension directory or an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub dir: PathBuf,
+    pub element: usize,
+    pub prefix: PathBuf,
+}
+
+impl Image {
+    /// Where its libraries are: `lib/` (modules and bundled libraries) and `system/`
+    /// (libraries the base system lacks, as in CloudNativePG's PostGIS image).
+    pub fn library_dirs(&self) -> [PathBuf; 2] {
+        [self.dir.join("lib"), self.dir.join("system")]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LibraryCopy {
     pub file_name: OsString,
@@ -93,6 +109,8 @@ impl LibraryCopy {
 #[derive(Debug, Clone)]
 pub struct Index {
     pub path: SearchPath,
+    /// Every directory under a prefix, in precedence order (path order, then name).
+    pub images: Vec<Image>,
     /// Sorted by name, then precedence: the first copy of a name wins.
     pub extensions: Vec<ExtensionCopy>,
     /// Sorted by file name, then precedence.
@@ -111,7 +129,7 @@ impl Index {
                 Element::Prefix(prefix) => scan::scan_prefix(i, prefix, &mut found),
             }
         }
-        let Found { mut extensions, mut libraries, problems: scan_problems } = found;
+        let Found { images, mut extensions, mut libraries, problems: scan_problems } = found;
         extensions.sort_by(|a, b| {
             (a.name.as_str(), a.element, !a.eponymous(), a.dir.as_path(), a.layout)
                 .cmp(&(b.name.as_str(), b.element, !b.eponymous(), b.dir.as_path(), b.layout))
@@ -121,7 +139,7 @@ impl Index {
         });
         let mut problems = path.problems.clone();
         problems.extend(scan_problems);
-        Index { path: path.clone(), extensions, libraries, problems }
+        Index { path: path.clone(), images, extensions, libraries, problems }
     }
 
     /// Every copy of `name`, the winner first.
@@ -144,6 +162,25 @@ impl Index {
     /// The winning copy of every library file name.
     pub fn library_winners(&self) -> impl Iterator<Item = &LibraryCopy> {
         winners_by(&self.libraries, |l| l.file_name.as_os_str())
+    }
+
+    /// The winning library for a name as PostgreSQL is given it (`x`, `x.so`, `$libdir/x`, or
+    /// an absolute path), looked up as PostgreSQL does: the name as given, then with `.so`.
+    pub fn find_library(&self, name: &str) -> Option<&LibraryCopy> {
+        let bare = name.strip_prefix("$libdir/").unwrap_or(name);
+        if bare.contains('/') {
+            return self.libraries.iter().find(|l| l.path == Path::new(bare));
+        }
+        let with_suffix = format!("{bare}.so");
+        [bare, with_suffix.as_str()]
+            .into_iter()
+            .find_map(|candidate| self.library_winners().find(|l| l.file_name == candidate))
+    }
+
+    /// `lib/` and `system/` of every image, in precedence order: where bundled libraries of
+    /// other images are looked for.
+    pub fn image_library_dirs(&self) -> Vec<PathBuf> {
+        self.images.iter().flat_map(Image::library_dirs).collect()
     }
 
     /// Whether `copy` is the one that wins for its name.

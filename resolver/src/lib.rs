@@ -14,13 +14,15 @@
 
 pub mod catalog;
 pub mod control;
+pub mod elf;
 pub mod index;
+pub mod libs;
 pub mod name;
 pub mod path;
 pub mod scan;
 
 pub use catalog::{Catalog, SyncReport};
-pub use index::{ExtensionCopy, Index, Layout, LibraryCopy};
+pub use index::{ExtensionCopy, Image, Index, Layout, LibraryCopy};
 pub use path::{Element, SearchPath};
 pub use scan::SystemDirs;
 

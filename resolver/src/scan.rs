@@ -14,7 +14,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::index::{ExtensionCopy, Layout, LibraryCopy};
+use crate::index::{ExtensionCopy, Image, Layout, LibraryCopy};
 use crate::name::primary_control_name;
 use crate::Problem;
 
@@ -30,6 +30,7 @@ pub struct SystemDirs {
 /// What one element yields.
 #[derive(Debug, Default)]
 pub struct Found {
+    pub images: Vec<Image>,
     pub extensions: Vec<ExtensionCopy>,
     pub libraries: Vec<LibraryCopy>,
     pub problems: Vec<Problem>,
@@ -63,6 +64,7 @@ pub fn scan_prefix(element: usize, prefix: &Path, found: &mut Found) {
         if dir_name.as_encoded_bytes().starts_with(b".") || !is_dir(&dir) {
             continue;
         }
+        found.images.push(Image { dir: dir.clone(), element, prefix: prefix.to_path_buf() });
         let lib_dir = dir.join("lib");
         // RFC: the eponymous control file at the top of the directory.
         if let Some(name) = dir_name.to_str().and_then(|n| primary_control_name_for_dir(n, &dir)) {

@@ -1,0 +1,269 @@
+//! Libraries bundled in images: what a module needs (`DT_NEEDED`, direct and transitive) and
+//! where each need resolves, so the shell can load bundled dependencies first, leaves first, by
+//! absolute path — no `LD_LIBRARY_PATH`, rpath or ldconfig.
+//!
+//! Where a needed soname is looked for, in order (the first hit wins):
+//! 1. already loaded in the process (the dynamic loader matches loaded objects by soname);
+//! 2. the image of the object that needs it: its `lib/` and `system/` directories — a bundled
+//!    copy wins over the system's, as with CloudNativePG's `LD_LIBRARY_PATH=<image>/system`;
+//! 3. `$ORIGIN` entries of the object's rpath/runpath, expanded against its real directory;
+//! 4. the system loader's directories (`LD_LIBRARY_PATH`, other rpath entries, `/etc/ld.so.conf`,
+//!    the defaults): left to the loader, not loaded by us;
+//! 5. other images' `lib/` and `system/`, in path precedence (so two images bundling the same
+//!    soname resolve by prefix order).
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::elf::read_elf;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// In the image of the object that needs it (or next to it through `$ORIGIN`).
+    Bundled(PathBuf),
+    /// In another image.
+    OtherImage(PathBuf),
+    /// Where the system's loader will find it.
+    System(PathBuf),
+    /// An object of that name is already loaded.
+    Loaded,
+    NotFound,
+}
+
+impl Resolution {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resolution::Bundled(_) => "bundled",
+            Resolution::OtherImage(_) => "other image",
+            Resolution::System(_) => "system",
+            Resolution::Loaded => "already loaded",
+            Resolution::NotFound => "not found",
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Resolution::Bundled(p) | Resolution::OtherImage(p) | Resolution::System(p) => Some(p),
+            Resolution::Loaded | Resolution::NotFound => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub soname: String,
+    pub needed_by: PathBuf,
+    pub resolution: Resolution,
+    /// Directories looked in, for messages.
+    pub searched: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Bundled libraries to load, leaves first, by absolute path, before the module itself.
+    pub load_order: Vec<PathBuf>,
+    /// Every need met on the way, in discovery order.
+    pub dependencies: Vec<Dependency>,
+}
+
+impl Plan {
+    pub fn missing(&self) -> impl Iterator<Item = &Dependency> {
+        self.dependencies.iter().filter(|d| d.resolution == Resolution::NotFound)
+    }
+}
+
+/// What a plan is computed against.
+#[derive(Debug, Clone, Default)]
+pub struct LibraryContext {
+    /// `lib/` and `system/` of every image, in path precedence.
+    pub image_dirs: Vec<PathBuf>,
+    /// The system loader's directories ([`system_library_dirs`]).
+    pub system_dirs: Vec<PathBuf>,
+    /// File names and sonames of objects already loaded in the process.
+    pub loaded: HashSet<String>,
+}
+
+/// The `lib/` and `system/` directories of the image holding `file` (`<image>/lib/x.so`), or
+/// just its directory when it is not in such a layout.
+pub fn image_library_dirs(file: &Path) -> Vec<PathBuf> {
+    let Some(dir) = file.parent() else { return Vec::new() };
+    match (dir.file_name().and_then(|n| n.to_str()), dir.parent()) {
+        (Some("lib" | "system"), Some(image)) => vec![image.join("lib"), image.join("system")],
+        _ => vec![dir.to_path_buf()],
+    }
+}
+
+/// Works out what loading `module` needs. Fails only when `module` itself cannot be read.
+pub fn plan(module: &Path, ctx: &LibraryContext) -> Result<Plan, String> {
+    let mut plan = Plan::default();
+    let mut seen = HashSet::new();
+    visit(module, ctx, &mut seen, &mut plan, 0)?;
+    Ok(plan)
+}
+
+const MAX_DEPTH: usize = 64;
+
+fn visit(object: &Path, ctx: &LibraryContext, seen: &mut HashSet<String>, plan: &mut Plan, depth: usize) -> Result<(), String> {
+    let info = read_elf(object)?;
+    if depth > MAX_DEPTH {
+        return Ok(());
+    }
+    let real_dir = fs::canonicalize(object).ok().and_then(|p| p.parent().map(Path::to_path_buf));
+    let own = image_library_dirs(object);
+    let mut origin = Vec::new();
+    let mut rpath = Vec::new();
+    for entry in &info.search_paths {
+        if entry.contains("$ORIGIN") || entry.contains("${ORIGIN}") {
+            if let Some(real) = &real_dir {
+                let real = real.to_string_lossy();
+                origin.push(PathBuf::from(entry.replace("${ORIGIN}", &real).replace("$ORIGIN", &real)));
+            }
+        } else {
+            rpath.push(PathBuf::from(entry));
+        }
+    }
+    for soname in &info.needed {
+        if !seen.insert(soname.clone()) {
+            continue;
+        }
+        let mut searched = Vec::new();
+        let resolution = if ctx.loaded.contains(soname) {
+            Resolution::Loaded
+        } else if let Some(p) = find(soname, own.iter().chain(&origin), &mut searched) {
+            Resolution::Bundled(p)
+        } else if let Some(p) = find(soname, rpath.iter().chain(&ctx.system_dirs), &mut searched) {
+            Resolution::System(p)
+        } else if let Some(p) = find(soname, ctx.image_dirs.iter(), &mut searched) {
+            Resolution::OtherImage(p)
+        } else {
+            Resolution::NotFound
+        };
+        if let Resolution::Bundled(p) | Resolution::OtherImage(p) = &resolution {
+            visit(p, ctx, seen, plan, depth + 1)?;
+            plan.load_order.push(p.clone());
+        }
+        plan.dependencies.push(Dependency { soname: soname.clone(), needed_by: object.to_path_buf(), resolution, searched });
+    }
+    Ok(())
+}
+
+fn find<'a>(soname: &str, dirs: impl Iterator<Item = &'a PathBuf>, searched: &mut Vec<PathBuf>) -> Option<PathBuf> {
+    if soname.contains('/') {
+        return None;
+    }
+    for dir in dirs {
+        if !searched.contains(dir) {
+            searched.push(dir.clone());
+        }
+        let candidate = dir.join(soname);
+        if fs::metadata(&candidate).map(|m| m.is_file()).unwrap_or(false) {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
+/// The directories the system's dynamic loader searches: `LD_LIBRARY_PATH`, `/etc/ld.so.conf`
+/// (with its `include`s) and the defaults.
+pub fn system_library_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(value) = std::env::var("LD_LIBRARY_PATH") {
+        dirs.extend(value.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
+    }
+    read_ld_so_conf(Path::new("/etc/ld.so.conf"), &mut dirs, 0);
+    for default in ["/lib", "/usr/lib", "/lib64", "/usr/lib64"] {
+        dirs.push(PathBuf::from(default));
+    }
+    let mut unique = Vec::new();
+    for dir in dirs {
+        if !unique.contains(&dir) {
+            unique.push(dir);
+        }
+    }
+    unique
+}
+
+fn read_ld_so_conf(file: &Path, dirs: &mut Vec<PathBuf>, depth: usize) {
+    let Ok(text) = fs::read_to_string(file) else { return };
+    if depth > 8 {
+        return;
+    }
+    let base = file.parent().unwrap_or(Path::new("/"));
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if let Some(pattern) = line.strip_prefix("include").filter(|_| line.starts_with("include ")) {
+            for pattern in pattern.split_whitespace() {
+                for included in glob_files(&base.join(pattern)) {
+                    read_ld_so_conf(&included, dirs, depth + 1);
+                }
+            }
+        } else if line.starts_with('/') {
+            dirs.push(PathBuf::from(line));
+        }
+    }
+}
+
+/// The files matching `pattern`, where only the last component may hold `*`s; sorted.
+fn glob_files(pattern: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (pattern.parent(), pattern.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    if !name.contains('*') {
+        return vec![pattern.to_path_buf()];
+    }
+    let parts: Vec<&str> = name.split('*').collect();
+    let mut out: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| wildcard_match(&parts, n)))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+fn wildcard_match(parts: &[&str], name: &str) -> bool {
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || !name[first.len()..].ends_with(last) || name.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        let m = |p: &str, n: &str| wildcard_match(&p.split('*').collect::<Vec<_>>(), n);
+        assert!(m("*.conf", "x86_64-linux-gnu.conf"));
+        assert!(!m("*.conf", "x.conf.bak"));
+        assert!(m("a*b*c", "aXbYc"));
+        assert!(!m("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn image_dirs_of_a_file() {
+        assert_eq!(
+            image_library_dirs(Path::new("/e/postgis/lib/postgis-3.so")),
+            [PathBuf::from("/e/postgis/lib"), PathBuf::from("/e/postgis/system")]
+        );
+        assert_eq!(image_library_dirs(Path::new("/opt/plugins/x.so")), [PathBuf::from("/opt/plugins")]);
+    }
+
+    #[test]
+    fn system_dirs_include_the_multiarch_directory() {
+        let dirs = system_library_dirs();
+        assert!(dirs.iter().any(|d| d.join("libc.so.6").exists()), "{dirs:?}");
+    }
+}
