@@ -6,7 +6,9 @@
 //! * [`gucs`] — the settings;
 //! * [`server`] — PostgreSQL's own directories and the catalog location, refreshing the catalog;
 //! * [`core_paths`] — merging the catalog into `extension_control_path` / `dynamic_library_path`;
-//! * [`hooks`] — the ProcessUtility hook (CREATE/ALTER EXTENSION, LOAD);
+//! * [`hooks`] — ProcessUtility (CREATE/ALTER EXTENSION, LOAD, CREATE FUNCTION) and
+//!   needs_fmgr_hook (the first call of a C function in a backend);
+//! * [`libraries`] — loading modules from images with their bundled libraries;
 //! * [`sql`] — SQL functions in schema `extension_search_path`.
 
 use pgrx::prelude::*;
@@ -14,6 +16,7 @@ use pgrx::prelude::*;
 mod core_paths;
 mod gucs;
 mod hooks;
+mod libraries;
 mod server;
 mod sql;
 
@@ -36,6 +39,7 @@ pub extern "C-unwind" fn _PG_init() {
     server::init();
     core_paths::init();
     hooks::init();
+    libraries::prepare_preload_lists();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,0 +1,164 @@
+//! The ProcessUtility hook.
+//!
+//! * CREATE EXTENSION, ALTER EXTENSION and LOAD (not from inside an extension script): bring the
+//!   catalog up to date with the session's path first, so a directory added under a prefix, or
+//!   a path changed by reload or SET, is seen without a restart.
+//! * CREATE/ALTER EXTENSION: prepare the modules of the extension and of what it requires.
+//! * LOAD, also from extension scripts: `LOAD '$libdir/x'` of a module that lives only in an
+//!   image loads the image's file; the library is prepared.
+//! * CREATE FUNCTION … LANGUAGE C: the library is prepared (PostgreSQL's validator loads it).
+//!
+//! Every statement then goes to the previous hook, or PostgreSQL's own implementation.
+
+use std::ffi::{c_char, CStr, CString};
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgList;
+
+use crate::libraries::{extension_modules, load_target, prepare, IfMissing};
+
+static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+pub fn init() {
+    // SAFETY: runs once in the postmaster's _PG_init, single-threaded; we keep the previous
+    // hook and call it from ours.
+    unsafe {
+        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+    }
+}
+
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    let mut pstmt = pstmt;
+    // SAFETY: PostgreSQL passes a valid PlannedStmt whose utilityStmt, when set, is a Node of
+    // the tag it carries; creating_extension is a plain global.
+    unsafe {
+        let stmt = if pstmt.is_null() { std::ptr::null_mut() } else { (*pstmt).utilityStmt };
+        let nested = pg_sys::creating_extension;
+        if !stmt.is_null() {
+            match (*stmt).type_ {
+                pg_sys::NodeTag::T_CreateExtensionStmt if !nested => {
+                    let index = refresh_catalog();
+                    prepare_extension(&index, (*stmt.cast::<pg_sys::CreateExtensionStmt>()).extname);
+                }
+                pg_sys::NodeTag::T_AlterExtensionStmt if !nested => {
+                    let index = refresh_catalog();
+                    prepare_extension(&index, (*stmt.cast::<pg_sys::AlterExtensionStmt>()).extname);
+                }
+                pg_sys::NodeTag::T_LoadStmt => {
+                    if !nested {
+                        refresh_catalog();
+                    }
+                    pstmt = prepare_load(pstmt, read_only_tree);
+                }
+                pg_sys::NodeTag::T_CreateFunctionStmt => {
+                    if let Some(library) = c_function_library(stmt.cast()) {
+                        prepare(&library, IfMissing::Error);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // The previous hook if there is one, else PostgreSQL's own implementation.
+    // SAFETY: the arguments are passed on as PostgreSQL gave them to us (pstmt possibly a
+    // modified copy); PREV_PROCESS_UTILITY is written once in init; the boundary turns a
+    // PostgreSQL ERROR raised below into a Rust unwind through this frame and back.
+    unsafe {
+        match PREV_PROCESS_UTILITY {
+            Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                previous(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
+            }),
+            None => pg_sys::standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+        }
+    }
+}
+
+/// Refreshes the catalog for the session's path and points the session at it.
+fn refresh_catalog() -> esp_resolver::Index {
+    let path = crate::gucs::path();
+    let catalog = crate::server::catalog_for(&path);
+    let level = if catalog == crate::server::locations().server { PgLogLevel::LOG } else { PgLogLevel::WARNING };
+    let index = crate::server::refresh(&catalog, &path, level);
+    crate::core_paths::point_session_at(&catalog);
+    index
+}
+
+/// Loads the bundled libraries of the extension's module and of its requirements' modules.
+fn prepare_extension(index: &esp_resolver::Index, extname: *const c_char) {
+    if extname.is_null() {
+        return;
+    }
+    // SAFETY: the parser gives a NUL-terminated name.
+    let name = unsafe { CStr::from_ptr(extname) }.to_string_lossy();
+    for module in extension_modules(index, &name) {
+        // A module missing here is reported by CREATE FUNCTION, where PostgreSQL needs it.
+        prepare(&module, IfMissing::Ignore);
+    }
+}
+
+/// LOAD: rewrites `$libdir/x` to the image's file when only an image has it, and prepares it.
+/// Returns the statement to execute (a copy when it had to change a read-only tree).
+unsafe fn prepare_load(pstmt: *mut pg_sys::PlannedStmt, read_only_tree: bool) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: the caller checked that utilityStmt is a LoadStmt; copyObjectImpl returns a deep
+    // copy in the current memory context, which lives as long as the statement.
+    unsafe {
+        let load = (*pstmt).utilityStmt.cast::<pg_sys::LoadStmt>();
+        if (*load).filename.is_null() {
+            return pstmt;
+        }
+        let filename = CStr::from_ptr((*load).filename).to_string_lossy().into_owned();
+        let Some(target) = load_target(&filename) else {
+            prepare(&filename, IfMissing::Error);
+            return pstmt;
+        };
+        let target = target.to_string_lossy().into_owned();
+        prepare(&target, IfMissing::Error);
+        let pstmt = if read_only_tree { pg_sys::copyObjectImpl(pstmt.cast()).cast::<pg_sys::PlannedStmt>() } else { pstmt };
+        let load = (*pstmt).utilityStmt.cast::<pg_sys::LoadStmt>();
+        let target = CString::new(target).expect("paths hold no NUL");
+        (*load).filename = pg_sys::pstrdup(target.as_ptr());
+        pstmt
+    }
+}
+
+/// The library (`AS 'obj_file', …`) of a CREATE FUNCTION … LANGUAGE C.
+unsafe fn c_function_library(stmt: *mut pg_sys::CreateFunctionStmt) -> Option<String> {
+    // SAFETY: the parser builds `options` as a List of DefElem; `language` holds a String
+    // node and `as` a List of String nodes.
+    unsafe {
+        let mut language = None;
+        let mut obj_file = None;
+        for def in PgList::<pg_sys::DefElem>::from_pg((*stmt).options).iter_ptr() {
+            let name = CStr::from_ptr((*def).defname).to_bytes();
+            let arg = (*def).arg;
+            if arg.is_null() {
+                continue;
+            }
+            if name == b"language" && (*arg).type_ == pg_sys::NodeTag::T_String {
+                language = Some(string_node(arg));
+            } else if name == b"as" && (*arg).type_ == pg_sys::NodeTag::T_List {
+                let items = PgList::<pg_sys::Node>::from_pg(arg.cast());
+                obj_file = items.get_ptr(0).filter(|n| (**n).type_ == pg_sys::NodeTag::T_String).map(|n| string_node(n));
+            }
+        }
+        language.filter(|l| l.eq_ignore_ascii_case("c")).and(obj_file)
+    }
+}
+
+unsafe fn string_node(node: *mut pg_sys::Node) -> String {
+    // SAFETY: the caller checked the tag.
+    unsafe { CStr::from_ptr((*node.cast::<pg_sys::String>()).sval).to_string_lossy().into_owned() }
+}
