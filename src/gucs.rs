@@ -42,10 +42,15 @@ pub fn path() -> String {
 
 /// The server-wide value (postgresql.conf, ALTER SYSTEM), what RESET would restore.
 pub fn server_path() -> String {
-    // SAFETY: the option exists (defined in init); the returned string belongs to the GUC
-    // machinery and is copied at once.
+    // SAFETY: the option exists (defined in init) and is a string option; reset_val is read
+    // directly because GetConfigOptionResetString checks privileges, which needs a user (the
+    // postmaster has none). The string is copied at once.
     unsafe {
-        let reset = pg_sys::GetConfigOptionResetString(PATH_NAME.as_ptr());
+        let record = pg_sys::find_option(PATH_NAME.as_ptr(), false, true, PgLogLevel::ERROR as i32);
+        if record.is_null() {
+            return path();
+        }
+        let reset = (*record.cast::<pg_sys::config_string>()).reset_val;
         if reset.is_null() { String::new() } else { CStr::from_ptr(reset).to_string_lossy().into_owned() }
     }
 }

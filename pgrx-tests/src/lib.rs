@@ -240,3 +240,87 @@ impl Drop for Server {
         }
     }
 }
+
+/// Compiles C `source` into the shared object `out` (soname = file name), linked against `needs`.
+/// PostgreSQL's server headers are on the include path. No rpath.
+pub fn cc(out: &Path, source: &str, needs: &[&Path]) {
+    fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let src = out.with_extension("c");
+    fs::write(&src, source).unwrap();
+    let include = run(Command::new(pg_bin().join("pg_config")).arg("--includedir-server")).unwrap();
+    let soname = out.file_name().unwrap().to_string_lossy().into_owned();
+    let mut cmd = Command::new("cc");
+    cmd.args(["-shared", "-fPIC", "-O1"]).arg(format!("-I{include}")).arg("-o").arg(out).arg(&src);
+    cmd.arg(format!("-Wl,-soname,{soname}"));
+    for need in needs {
+        cmd.arg(need);
+    }
+    run(&mut cmd).unwrap_or_else(|e| panic!("cc {}: {e}", out.display()));
+    fs::remove_file(src).unwrap();
+}
+
+/// A PostgreSQL module exporting `int <function>()` that returns `expr` (C).
+pub fn pg_module_source(function: &str, prelude: &str, expr: &str) -> String {
+    format!(
+        "#include \"postgres.h\"\n#include \"fmgr.h\"\nPG_MODULE_MAGIC;\n{prelude}\n\
+         PG_FUNCTION_INFO_V1({function});\nDatum {function}(PG_FUNCTION_ARGS) {{ PG_RETURN_INT32({expr}); }}\n"
+    )
+}
+
+/// Writes a CloudNativePG-layout control file and 1.0 install script for `name` into `image`.
+pub fn sql_extension(image: &Path, name: &str, script: &str) {
+    let dir = image.join("share/extension");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(format!("{name}.control")), format!("default_version = '1.0'\nmodule_pathname = '$libdir/{name}'\nrelocatable = true\n")).unwrap();
+    fs::write(dir.join(format!("{name}--1.0.sql")), script).unwrap();
+}
+
+/// Images of modules built here from a few lines of C, under one prefix (`<root>/c`):
+///
+/// * `esp_bundled/`: module `lib/esp_bundled.so` needs `lib/libesp_mid.so.1`, which needs
+///   `system/libesp_leaf.so.1`; no rpath. Its install script begins with
+///   `LOAD '$libdir/esp_bundled'` and defines `esp_bundled_value()` (42) `AS '$libdir/esp_bundled'`.
+/// * `esp_ghost/`: module `lib/esp_ghost.so` needs `libesp_ghost.so.1`, which exists nowhere.
+/// * `first/esp_collide/`, `second/esp_collide/` (other prefixes): `lib/esp_collide.so`
+///   answering 1 and 2.
+pub fn c_fixtures() -> &'static Fixtures {
+    static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        let dir = tempdir();
+        let root = dir.path().to_path_buf();
+        let img = root.join("c/esp_bundled");
+        let leaf = img.join("system/libesp_leaf.so.1");
+        let mid = img.join("lib/libesp_mid.so.1");
+        cc(&leaf, "int esp_leaf(void) { return 41; }", &[]);
+        cc(&mid, "int esp_leaf(void);\nint esp_mid(void) { return esp_leaf() + 1; }", &[&leaf]);
+        cc(&img.join("lib/esp_bundled.so"), &pg_module_source("esp_bundled_value", "int esp_mid(void);", "esp_mid()"), &[&mid]);
+        sql_extension(
+            &img,
+            "esp_bundled",
+            "LOAD '$libdir/esp_bundled';\n\
+             CREATE FUNCTION esp_bundled_value() RETURNS int AS '$libdir/esp_bundled', 'esp_bundled_value' LANGUAGE C;\n",
+        );
+
+        let ghost_img = root.join("c/esp_ghost");
+        let ghost = root.join("build/libesp_ghost.so.1");
+        cc(&ghost, "int esp_ghost(void) { return 1; }", &[]);
+        cc(&ghost_img.join("lib/esp_ghost.so"), &pg_module_source("esp_ghost_value", "int esp_ghost(void);", "esp_ghost()"), &[&ghost]);
+        sql_extension(&ghost_img, "esp_ghost", "CREATE FUNCTION esp_ghost_value() RETURNS int AS 'MODULE_PATHNAME' LANGUAGE C;\n");
+        fs::remove_dir_all(root.join("build")).unwrap();
+
+        for (prefix, value) in [("first", 1), ("second", 2)] {
+            let module = root.join(format!("{prefix}/esp_collide/lib/esp_collide.so"));
+            cc(&module, &pg_module_source("esp_collide_value", "", &value.to_string()), &[]);
+        }
+        run(Command::new("chmod").args(["-R", "a+rX"]).arg(&root)).unwrap();
+        Fixtures { _dir: dir, root }
+    })
+}
+
+impl Server {
+    /// Fails the test if any server process crashed.
+    pub fn assert_no_crash(&self) {
+        let log = self.log();
+        assert!(!log.contains("terminated by signal") && !log.contains("PANIC"), "a server process crashed:\n{log}");
+    }
+}
