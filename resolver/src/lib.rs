@@ -17,9 +17,12 @@ pub mod control;
 pub mod elf;
 pub mod index;
 pub mod libs;
+pub mod mounts;
 pub mod name;
 pub mod path;
+pub mod report;
 pub mod scan;
+pub mod versions;
 
 pub use catalog::{Catalog, SyncReport};
 pub use index::{ExtensionCopy, Image, Index, Layout, LibraryCopy};

@@ -141,3 +141,24 @@ fn find_library_accepts_the_names_postgres_is_given() {
     assert!(index.find_library(absolute.to_str().unwrap()).is_some());
     assert!(index.find_library("nope").is_none());
 }
+
+#[test]
+fn postgres_modules_and_their_major_version_are_recognised() {
+    let t = Images { tmp: tempfile::tempdir().unwrap() };
+    let magic = |major: u32| {
+        format!(
+            "struct magic {{ int len; int version, funcmaxargs, indexmaxkeys, namedatalen, float8byval; char extra[32]; const char *n, *v; }};\n\
+             static const struct magic data = {{ sizeof(struct magic), {}, 100, 32, 64, 1, \"PostgreSQL\", 0, 0 }};\n\
+             const struct magic *Pg_magic_func(void) {{ return &data; }}\n",
+            major * 100
+        )
+    };
+    cc(&t.p("m17.so"), "m17.so", &magic(17), &[], &[]);
+    cc(&t.p("m18.so"), "m18.so", &magic(18), &[], &[]);
+    cc(&t.p("plain.so"), "plain.so", "int plain(void) { return 1; }", &[], &[]);
+    let read = |f: &str| esp_resolver::elf::read_elf(&t.p(f)).unwrap();
+    assert_eq!((read("m17.so").is_pg_module, read("m17.so").pg_major), (true, Some(17)));
+    assert_eq!(read("m18.so").pg_major, Some(18));
+    assert_eq!((read("plain.so").is_pg_module, read("plain.so").pg_major), (false, None));
+    assert_eq!(read("plain.so").machine, esp_resolver::elf::HOST_MACHINE);
+}

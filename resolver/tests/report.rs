@@ -1,0 +1,159 @@
+//! images(), libraries() and check() material, on trees with every problem planted.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use esp_resolver::libs::{system_library_dirs, LibraryContext};
+use esp_resolver::mounts::Mount;
+use esp_resolver::report::{check, image_reports, library_reports, Severity};
+use esp_resolver::{Index, SearchPath, SystemDirs};
+
+struct T(tempfile::TempDir);
+
+impl T {
+    fn p(&self, rel: &str) -> PathBuf {
+        self.0.path().join(rel)
+    }
+    fn file(&self, rel: &str, text: &str) {
+        let p = self.p(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    fn cc(&self, rel: &str, source: &str, needs: &[&Path]) {
+        let out = self.p(rel);
+        fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let src = out.with_extension("c");
+        fs::write(&src, source).unwrap();
+        let soname = out.file_name().unwrap().to_str().unwrap().to_string();
+        let mut cmd = Command::new("cc");
+        cmd.args(["-shared", "-fPIC", "-o"]).arg(&out).arg(&src).arg(format!("-Wl,-soname,{soname}"));
+        cmd.args(needs);
+        assert!(cmd.status().unwrap().success());
+        fs::remove_file(src).unwrap();
+    }
+    fn index(&self, path: &str) -> Index {
+        let system = SystemDirs { extension_dir: self.p("none/extension"), lib_dir: self.p("none/lib") };
+        Index::build(&SearchPath::parse(&path.replace('@', self.0.path().to_str().unwrap())), &system)
+    }
+}
+
+fn tree() -> T {
+    let t = T(tempfile::tempdir().unwrap());
+    // a good RFC extension with metadata
+    t.file("ext/good/good.control", "default_version = '1.1'\n");
+    t.file("ext/good/sql/good--1.0.sql", "");
+    t.file("ext/good/sql/good--1.0--1.1.sql", "");
+    t.file("ext/good/META.json", r#"{"name": "good", "version": "1.1.0"}"#);
+    // a control file that does not parse
+    t.file("ext/broken/broken.control", "default_version = '1.0\n");
+    // scripts nowhere
+    t.file("ext/lost/share/extension/lost.control", "default_version = '1.0'\ndirectory = 'gone'\n");
+    // an update-path gap: 0.9 cannot reach 1.1
+    t.file("ext/gappy/share/extension/gappy.control", "default_version = '1.1'\n");
+    t.file("ext/gappy/share/extension/gappy--0.9.sql", "");
+    t.file("ext/gappy/share/extension/gappy--1.0.sql", "");
+    t.file("ext/gappy/share/extension/gappy--1.0--1.1.sql", "");
+    // default version not installable
+    t.file("ext/nodefault/nodefault.control", "default_version = '2.0'\n");
+    t.file("ext/nodefault/sql/nodefault--1.0.sql", "");
+    // a shadowed copy in a later prefix, with bad metadata
+    t.file("later/good/good.control", "default_version = '1.0'\n");
+    t.file("later/good/sql/good--1.0.sql", "");
+    t.file("later/good/trunk.json", "{ not json");
+    // group/world-writable
+    t.file("ext/loose/loose.control", "default_version = '1.0'\n");
+    t.file("ext/loose/sql/loose--1.0.sql", "");
+    fs::set_permissions(t.p("ext/loose/sql/loose--1.0.sql"), fs::Permissions::from_mode(0o666)).unwrap();
+    fs::set_permissions(t.p("ext/loose/sql"), fs::Permissions::from_mode(0o777)).unwrap();
+    // libraries: a missing soname, another PostgreSQL major, another architecture, a collision
+    t.cc("build/libgone.so.1", "int gone(void) { return 1; }", &[]);
+    t.cc("ext/needy/lib/needy.so", "int gone(void); int needy(void) { return gone(); }", &[&t.p("build/libgone.so.1")]);
+    fs::remove_dir_all(t.p("build")).unwrap();
+    t.cc(
+        "ext/old/lib/old.so",
+        "struct m { int len; int v, a, b, c, d; char x[32]; const char *n, *ver; };\n\
+         static const struct m data = { sizeof(struct m), 1700, 100, 32, 64, 1, \"\", 0, 0 };\n\
+         const struct m *Pg_magic_func(void) { return &data; }",
+        &[],
+    );
+    t.cc("ext/arm/lib/arm.so", "int arm(void) { return 1; }", &[]);
+    let mut bytes = fs::read(t.p("ext/arm/lib/arm.so")).unwrap();
+    bytes[18..20].copy_from_slice(&183u16.to_le_bytes()); // e_machine = AArch64
+    fs::write(t.p("ext/arm/lib/arm.so"), bytes).unwrap();
+    t.cc("ext/a1/lib/dup.so", "int dup1(void) { return 1; }", &[]);
+    t.cc("later/a2/lib/dup.so", "int dup2(void) { return 2; }", &[]);
+    t
+}
+
+fn ctx(index: &Index) -> LibraryContext {
+    LibraryContext { image_dirs: index.image_library_dirs(), system_dirs: system_library_dirs(), loaded: HashSet::new() }
+}
+
+#[test]
+fn check_finds_every_planted_problem() {
+    let t = tree();
+    let index = t.index("@/ext:relative:@/missing:@/later");
+    let libs = library_reports(&index, &ctx(&index));
+    let findings = check(&index, &libs, 18);
+    let text: Vec<String> = findings.iter().map(|f| format!("{}: {}", f.severity.as_str(), f.message)).collect();
+    let expect = |needle: &str| assert!(text.iter().any(|t| t.contains(needle)), "no finding with {needle:?} in {text:#?}");
+    expect("warning: \"relative\": relative path element ignored");
+    expect(&format!("warning: {}: could not read directory", t.p("missing").display()));
+    expect("error: control file");
+    expect("unterminated quoted string");
+    expect(&format!("error: script directory \"{}\" does not exist", t.p("ext/lost/share/gone").display()));
+    expect("warning: no update path to 1.1 from version(s) 0.9");
+    expect("error: default version 2.0 of nodefault cannot be installed");
+    expect(&format!("notice: good here is shadowed by \"{}\" (rfc)", t.p("ext/good").display()));
+    expect(&format!("warning: \"{}\" is writable by group or others", t.p("ext/loose/sql").display()));
+    expect(&format!("warning: \"{}\" is writable by group or others", t.p("ext/loose/sql/loose--1.0.sql").display()));
+    expect("requires \"libgone.so.1\", which was not found");
+    expect(&format!("error: module \"{}\" is built for PostgreSQL 17, this server is 18", t.p("ext/old/lib/old.so").display()));
+    expect(&format!("error: library \"{}\" is built for aarch64", t.p("ext/arm/lib/arm.so").display()));
+    expect(&format!("warning: library \"dup.so\" is provided by 2 images ({}, {}); \"{}\" is used",
+        t.p("ext/a1").display(), t.p("later/a2").display(), t.p("ext/a1/lib/dup.so").display()));
+    assert!(findings.windows(2).all(|w| w[0].severity <= w[1].severity), "most severe first");
+    assert!(findings.iter().all(|f| !f.hint.is_empty()));
+    // the good extension has no finding of its own
+    assert!(!findings.iter().any(|f| f.extension.as_deref() == Some("good") && f.severity != Severity::Notice));
+}
+
+#[test]
+fn libraries_report_kind_and_resolution() {
+    let t = tree();
+    let index = t.index("@/ext:@/later");
+    let libs = library_reports(&index, &ctx(&index));
+    let needy = libs.iter().find(|l| l.path.ends_with("needy.so")).unwrap();
+    assert_eq!((needy.kind, needy.needed.clone(), needy.resolved.clone()), ("library", vec!["libgone.so.1".to_string()], vec!["not found".to_string()]));
+    let old = libs.iter().find(|l| l.path.ends_with("old.so")).unwrap();
+    assert_eq!((old.kind, old.pg_major), ("module", Some(17)));
+    let dups: Vec<_> = libs.iter().filter(|l| l.path.ends_with("dup.so")).map(|l| l.winner).collect();
+    assert_eq!(dups, [true, false]);
+}
+
+#[test]
+fn images_report_layout_contents_mounts_and_metadata() {
+    let t = tree();
+    let index = t.index("@/ext:@/later");
+    let mounts = vec![
+        Mount { mount_point: PathBuf::from("/"), read_only: false, fs_type: "ext4".into(), source: "/dev/vda".into() },
+        Mount { mount_point: t.p("ext/good"), read_only: true, fs_type: "overlay".into(), source: "image".into() },
+    ];
+    let images = image_reports(&index, &mounts);
+    let good = images.iter().find(|i| i.dir == t.p("ext/good")).unwrap();
+    assert_eq!((good.layout.as_str(), good.extensions.clone()), ("rfc", vec!["good".to_string()]));
+    assert_eq!((good.mount_point, good.read_only, good.fs_type.as_deref()), (true, Some(true), Some("overlay")));
+    assert_eq!(good.metadata.as_ref().unwrap()["version"], "1.1.0");
+    assert!(good.size_bytes > 0);
+    let gappy = images.iter().find(|i| i.dir == t.p("ext/gappy")).unwrap();
+    assert_eq!((gappy.layout.as_str(), gappy.mount_point, gappy.read_only), ("cnpg", false, Some(false)));
+    assert!(gappy.metadata.is_none() && gappy.metadata_error.is_none());
+    let needy = images.iter().find(|i| i.dir == t.p("ext/needy")).unwrap();
+    assert_eq!(needy.libraries, ["needy.so"]);
+    let shadowed = images.iter().find(|i| i.dir == t.p("later/good")).unwrap();
+    assert!(shadowed.metadata_error.as_deref().unwrap().contains("key must be a string"), "{:?}", shadowed.metadata_error);
+}
