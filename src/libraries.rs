@@ -172,13 +172,13 @@ fn prefixes() -> Vec<PathBuf> {
         .collect()
 }
 
-fn session_index() -> Index {
+pub fn session_index() -> Index {
     Index::build(&SearchPath::parse(&crate::gucs::path()), &locations().system)
 }
 
 /// File names of the objects mapped into this process (the loader matches a needed soname
 /// against loaded objects before searching any directory).
-fn loaded_objects() -> HashSet<String> {
+pub fn loaded_objects() -> HashSet<String> {
     let maps = fs::read_to_string("/proc/self/maps").unwrap_or_default();
     maps.lines()
         .filter_map(|line| line.split_whitespace().nth(5))

@@ -2,12 +2,48 @@
 //! EXECUTE is for superusers and members of pg_read_server_files only (paths are sensitive);
 //! see sql/privileges.sql.
 
+use std::ffi::CStr;
+use std::path::PathBuf;
+
+use esp_resolver::libs::{system_library_dirs, LibraryContext};
 use esp_resolver::name::is_valid_extension_name;
-use esp_resolver::{Index, SearchPath};
+use esp_resolver::report::{check as check_findings, image_reports, library_reports, LibraryReport};
+use esp_resolver::versions::Versions;
+use esp_resolver::{ExtensionCopy, Index, SearchPath};
+use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::JsonB;
+
+use crate::server::locations;
+
+/// Where `module_pathname` of `copy` resolves: the copy's own `lib/` first, then as PostgreSQL
+/// would look it up along the path (the catalog's winner, then pkglibdir).
+fn module_paths(index: &Index, copy: &ExtensionCopy, module: &str) -> Vec<String> {
+    let bare = module.strip_prefix("$libdir/").unwrap_or(module);
+    let candidates = [bare.to_string(), format!("{bare}.so")];
+    let own = copy.lib_dir.iter().flat_map(|d| candidates.iter().map(move |c| d.join(c)));
+    let found = own
+        .chain(index.find_library(module).map(|l| l.path.clone()))
+        .chain(candidates.iter().map(|c| locations().system.lib_dir.join(c)))
+        .find(|p| p.is_file());
+    found.map(|p| vec![p.display().to_string()]).unwrap_or_default()
+}
 
 /// One extension copy: the columns declared in `copies_function!`.
-type CopyRow = (String, bool, String, Option<String>, String, String, Option<String>, Option<String>, Option<String>);
+type CopyRow = (
+    String,
+    bool,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<String>,
+    Option<Vec<String>>,
+    Vec<String>,
+);
 
 /// The copies of `name` (all extensions when `None`) along the session's path, winner first.
 fn copy_rows(name: Option<&str>) -> Vec<CopyRow> {
@@ -20,7 +56,7 @@ fn copy_rows(name: Option<&str>) -> Vec<CopyRow> {
         .set_hint("Extension names must not be empty, contain \"--\" or \"/\", or begin or end with \"-\".")
         .report(PgLogLevel::ERROR);
     }
-    let index = Index::build(&SearchPath::parse(&crate::gucs::path()), &crate::server::locations().system);
+    let index = crate::libraries::session_index();
     let copies = match name {
         Some(name) => index.copies(name),
         None => &index.extensions[..],
@@ -29,16 +65,26 @@ fn copy_rows(name: Option<&str>) -> Vec<CopyRow> {
         .iter()
         .map(|copy| {
             let control = copy.read_control().ok();
+            let scripts = control.as_ref().map(|c| copy.script_directory(c));
+            let winner = index.is_winner(copy);
+            let shadows = if winner {
+                index.copies(&copy.name).iter().skip(1).map(|c| c.dir.display().to_string()).collect()
+            } else {
+                Vec::new()
+            };
             (
                 copy.name.clone(),
-                index.is_winner(copy),
+                winner,
                 copy.layout.as_str().to_string(),
                 copy.prefix.as_ref().map(|p| p.display().to_string()),
                 copy.dir.display().to_string(),
                 copy.control_file.display().to_string(),
-                control.as_ref().map(|c| copy.script_directory(c).display().to_string()),
+                scripts.as_ref().map(|d| d.display().to_string()),
                 copy.lib_dir.as_ref().map(|p| p.display().to_string()),
+                control.as_ref().and_then(|c| c.module_pathname()).map(|m| module_paths(&index, copy, m)),
                 control.as_ref().and_then(|c| c.default_version().map(String::from)),
+                scripts.as_ref().map(|d| Versions::scan(&copy.name, d).available()),
+                shadows,
             )
         })
         .collect()
@@ -62,7 +108,10 @@ macro_rules! copies_function {
                 name!(control_file, String),
                 name!(script_directory, Option<String>),
                 name!(module_directory, Option<String>),
+                name!(modules, Option<Vec<String>>),
                 name!(default_version, Option<String>),
+                name!(versions, Option<Vec<String>>),
+                name!(shadows, Vec<String>),
             ),
         > {
             TableIterator::new(copy_rows($name))
@@ -92,6 +141,221 @@ fn rescan() -> TableIterator<'static, (name!(extensions, i64), name!(libraries, 
     let libraries = index.library_winners().filter(|l| l.prefix.is_some()).count() as i64;
     let problems = index.problems.iter().map(ToString::to_string).collect();
     TableIterator::once((extensions, libraries, problems))
+}
+
+fn library_context(index: &Index) -> LibraryContext {
+    LibraryContext {
+        image_dirs: index.image_library_dirs(),
+        system_dirs: system_library_dirs(),
+        loaded: crate::libraries::loaded_objects(),
+    }
+}
+
+fn mounts() -> Vec<esp_resolver::mounts::Mount> {
+    esp_resolver::mounts::parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+}
+
+fn text(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+/// One row per directory under each prefix: what it provides, how it is mounted, its size and
+/// the metadata file at its root (`trunk.json` or `META.json`), if any.
+#[allow(clippy::type_complexity)]
+#[pg_extern]
+fn images() -> TableIterator<
+    'static,
+    (
+        name!(name, String),
+        name!(path, String),
+        name!(prefix, String),
+        name!(layout, String),
+        name!(extensions, Vec<String>),
+        name!(libraries, Vec<String>),
+        name!(mount_point, bool),
+        name!(read_only, Option<bool>),
+        name!(fs_type, Option<String>),
+        name!(mount_source, Option<String>),
+        name!(size_bytes, i64),
+        name!(metadata, Option<JsonB>),
+        name!(metadata_file, Option<String>),
+        name!(metadata_error, Option<String>),
+    ),
+> {
+    let index = crate::libraries::session_index();
+    let rows: Vec<_> = image_reports(&index, &mounts())
+        .into_iter()
+        .map(|i| {
+            (
+                i.name,
+                text(&i.dir),
+                text(&i.prefix),
+                i.layout,
+                i.extensions,
+                i.libraries,
+                i.mount_point,
+                i.read_only,
+                i.fs_type,
+                i.mount_source,
+                i64::try_from(i.size_bytes).unwrap_or(i64::MAX),
+                i.metadata.map(JsonB),
+                i.metadata_file.as_deref().map(text),
+                i.metadata_error,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// Every shared object in the images' `lib/` and `system/`: a PostgreSQL module or a plain
+/// library, and each `DT_NEEDED` entry with where it resolves (an `ldd` that never loads).
+#[allow(clippy::type_complexity)]
+#[pg_extern]
+fn libraries() -> TableIterator<
+    'static,
+    (
+        name!(file, String),
+        name!(image, String),
+        name!(kind, String),
+        name!(winner, bool),
+        name!(soname, Option<String>),
+        name!(pg_major, Option<i32>),
+        name!(machine, Option<String>),
+        name!(needed, Vec<String>),
+        name!(resolved, Vec<String>),
+        name!(missing, Vec<String>),
+        name!(error, Option<String>),
+    ),
+> {
+    let index = crate::libraries::session_index();
+    let rows: Vec<_> = library_reports(&index, &library_context(&index))
+        .into_iter()
+        .map(|l: LibraryReport| {
+            (
+                text(&l.path),
+                text(&l.image),
+                l.kind.to_string(),
+                l.winner,
+                l.soname,
+                l.pg_major.map(|m| m as i32),
+                l.machine,
+                l.needed,
+                l.resolved,
+                l.missing,
+                l.error,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// The effective extension_control_path and dynamic_library_path, and
+/// extension_search_path.path, element by element: the directory it stands for, where it
+/// comes from, and whether it exists.
+#[allow(clippy::type_complexity)]
+#[pg_extern]
+fn settings() -> TableIterator<
+    'static,
+    (
+        name!(setting, String),
+        name!(position, i32),
+        name!(element, String),
+        name!(directory, String),
+        name!(origin, String),
+        name!(exists, bool),
+    ),
+> {
+    let loc = locations();
+    let root = format!("{}/", text(&loc.root));
+    let share = loc.system.extension_dir.parent().map(text).unwrap_or_default();
+    let libdir = text(&loc.system.lib_dir);
+    let mut rows = Vec::new();
+    for (setting, name) in [("extension_control_path", c"extension_control_path"), ("dynamic_library_path", c"dynamic_library_path")] {
+        let source = option_source(name);
+        for (i, element) in current_setting(name).split(':').filter(|e| !e.is_empty()).enumerate() {
+            let (dir, origin) = match element {
+                "$system" => (format!("{share}/extension"), "PostgreSQL ($system)".to_string()),
+                e if e.starts_with("$libdir") => (e.replacen("$libdir", &libdir, 1), "PostgreSQL ($libdir)".to_string()),
+                e if e.starts_with(&root) => {
+                    let dir = if setting == "extension_control_path" { format!("{e}/extension") } else { e.to_string() };
+                    (dir, "extension_search_path catalog".to_string())
+                }
+                e => {
+                    let dir = if setting == "extension_control_path" { format!("{e}/extension") } else { e.to_string() };
+                    (dir, format!("operator ({source})"))
+                }
+            };
+            let exists = PathBuf::from(&dir).is_dir();
+            rows.push((setting.to_string(), i as i32 + 1, element.to_string(), dir, origin, exists));
+        }
+    }
+    let parsed = SearchPath::parse(&crate::gucs::path());
+    for (i, element) in parsed.elements.iter().enumerate() {
+        let (elem, dir, origin) = match element {
+            esp_resolver::Element::System if parsed.implicit_system && i + 1 == parsed.elements.len() => {
+                ("$system".to_string(), share.clone(), "implicit: searched last".to_string())
+            }
+            esp_resolver::Element::System => ("$system".to_string(), share.clone(), "extension_search_path.path".to_string()),
+            esp_resolver::Element::Prefix(p) => (text(p), text(p), "extension_search_path.path".to_string()),
+        };
+        let exists = PathBuf::from(&dir).is_dir();
+        rows.push(("extension_search_path.path".to_string(), i as i32 + 1, elem, dir, origin, exists));
+    }
+    for problem in &parsed.problems {
+        rows.push(("extension_search_path.path".to_string(), 0, problem.subject.trim_matches('"').to_string(), String::new(), format!("ignored: {}", problem.message), false));
+    }
+    TableIterator::new(rows)
+}
+
+fn current_setting(name: &CStr) -> String {
+    // SAFETY: core option; the returned string is copied at once.
+    unsafe { CStr::from_ptr(pg_sys::GetConfigOption(name.as_ptr(), false, false)) }.to_string_lossy().into_owned()
+}
+
+/// Where the current value of a setting comes from, as pg_settings.source says it.
+fn option_source(name: &CStr) -> String {
+    // SAFETY: find_option returns the core's record (or NULL); `source` is a plain enum field.
+    let source = unsafe {
+        let record = pg_sys::find_option(name.as_ptr(), false, true, PgLogLevel::ERROR as i32);
+        if record.is_null() {
+            return "unknown".into();
+        }
+        (*record).source
+    };
+    match source {
+        pg_sys::GucSource::PGC_S_DEFAULT | pg_sys::GucSource::PGC_S_DYNAMIC_DEFAULT => "default",
+        pg_sys::GucSource::PGC_S_ENV_VAR => "environment variable",
+        pg_sys::GucSource::PGC_S_FILE => "configuration file",
+        pg_sys::GucSource::PGC_S_ARGV => "command line",
+        pg_sys::GucSource::PGC_S_GLOBAL => "global",
+        pg_sys::GucSource::PGC_S_DATABASE => "database",
+        pg_sys::GucSource::PGC_S_USER => "user",
+        pg_sys::GucSource::PGC_S_DATABASE_USER => "database user",
+        pg_sys::GucSource::PGC_S_CLIENT => "client",
+        pg_sys::GucSource::PGC_S_OVERRIDE => "override",
+        pg_sys::GucSource::PGC_S_INTERACTIVE | pg_sys::GucSource::PGC_S_TEST | pg_sys::GucSource::PGC_S_SESSION => "session",
+        _ => "unknown",
+    }
+    .to_string()
+}
+
+/// One row per problem found along the path, most severe first: unresolvable libraries,
+/// modules for another PostgreSQL major version or architecture, writable files, control files
+/// that fail to parse, update-path gaps, library name collisions, bad path elements.
+#[allow(clippy::type_complexity)]
+#[pg_extern]
+fn check() -> TableIterator<
+    'static,
+    (name!(severity, String), name!(image, Option<String>), name!(extension, Option<String>), name!(message, String), name!(hint, String)),
+> {
+    let index = crate::libraries::session_index();
+    let libraries = library_reports(&index, &library_context(&index));
+    let major = pg_sys::PG_VERSION_NUM / 10000;
+    let rows: Vec<_> = check_findings(&index, &libraries, major)
+        .into_iter()
+        .map(|f| (f.severity.as_str().to_string(), f.image.as_deref().map(text), f.extension, f.message, f.hint))
+        .collect();
+    TableIterator::new(rows)
 }
 
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
