@@ -58,6 +58,11 @@ pub fn tempdir() -> tempfile::TempDir {
     dir
 }
 
+/// Makes everything under `dir` readable by the server (`chmod -R a+rX`).
+pub fn run_chmod_readable(dir: &Path) {
+    run(Command::new("chmod").args(["-R", "a+rX"]).arg(dir)).unwrap();
+}
+
 /// Lays `source` out as `<prefix>/<dir>` in `layout` (`cnpg` or `rfc`) with scripts/mkimage.
 pub fn mkimage(layout: &str, source: &str, out: &Path) {
     fs::create_dir_all(out.parent().unwrap()).unwrap();
@@ -183,6 +188,30 @@ impl Server {
         run(as_postgres(&pg_bin().join("pg_ctl")).args(["-w", "-t", "60", "-D"]).arg(&self.data).arg("-l").arg(&log).arg("start"))?;
         self.running = true;
         Ok(())
+    }
+
+    /// Starts the server inside a new mount namespace in which each `(source, target)` is
+    /// bind-mounted read-only, as Kubernetes mounts image volumes. The postmaster keeps the
+    /// namespace; clients connect through the socket as usual.
+    pub fn start_with_read_only_mounts(&mut self, mounts: &[(&Path, &Path)]) {
+        let mut script = String::new();
+        for (source, target) in mounts {
+            fs::create_dir_all(target).unwrap();
+            script.push_str(&format!(
+                "mount --bind '{0}' '{1}' && mount -o remount,bind,ro '{1}' && ",
+                source.display(),
+                target.display()
+            ));
+        }
+        script.push_str(&format!(
+            "runuser -u postgres -- '{}' -w -t 60 -D '{}' -l '{}' start",
+            pg_bin().join("pg_ctl").display(),
+            self.data.display(),
+            self.data.join("server.log").display()
+        ));
+        run(Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]))
+            .unwrap_or_else(|e| panic!("server did not start in its namespace: {e}\n{}", self.log()));
+        self.running = true;
     }
 
     pub fn stop(&mut self) {
@@ -312,7 +341,7 @@ pub fn c_fixtures() -> &'static Fixtures {
             let module = root.join(format!("{prefix}/esp_collide/lib/esp_collide.so"));
             cc(&module, &pg_module_source("esp_collide_value", "", &value.to_string()), &[]);
         }
-        run(Command::new("chmod").args(["-R", "a+rX"]).arg(&root)).unwrap();
+        run_chmod_readable(&root);
         Fixtures { _dir: dir, root }
     })
 }
