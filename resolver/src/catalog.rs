@@ -26,11 +26,13 @@ use std::path::{Path, PathBuf};
 
 use crate::control::{quote, ControlFile};
 use crate::index::{Index, Layout};
+use crate::safe_fs::TrustPolicy;
 use crate::Problem;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Catalog {
     root: PathBuf,
+    trust: TrustPolicy,
 }
 
 /// What a sync did.
@@ -47,8 +49,17 @@ pub struct SyncReport {
 }
 
 impl Catalog {
+    /// A catalog at `root` that refuses untrusted files (owned by neither root nor this
+    /// process's user, or writable by group or others).
     pub fn new(root: impl Into<PathBuf>) -> Catalog {
-        Catalog { root: root.into() }
+        // SAFETY: geteuid has no preconditions.
+        let server_uid = unsafe { libc::geteuid() };
+        Catalog { root: root.into(), trust: TrustPolicy { enforce: true, server_uid } }
+    }
+
+    pub fn with_trust(mut self, trust: TrustPolicy) -> Catalog {
+        self.trust = trust;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -80,19 +91,34 @@ impl Catalog {
 
         let mut report = SyncReport::default();
         let mut controls: BTreeMap<OsString, Vec<u8>> = BTreeMap::new();
+        let distrust = |path: &Path| if self.trust.enforce { self.trust.distrust(path) } else { None };
         for copy in index.winners().filter(|c| c.layout != Layout::System) {
-            match generated_control(copy) {
+            if let Some(why) = distrust(&copy.control_file) {
+                report.problems.push(Problem {
+                    subject: copy.control_file.display().to_string(),
+                    message: format!("not trusted, left out: {why}"),
+                });
+                continue;
+            }
+            match generated_control(copy, &distrust) {
                 Ok(text) => {
                     controls.insert(format!("{}.control", copy.name).into(), text.into_bytes());
                 }
                 Err(message) => report.problems.push(Problem { subject: copy.control_file.display().to_string(), message }),
             }
         }
-        let links: BTreeMap<OsString, PathBuf> = index
-            .library_winners()
-            .filter(|l| l.prefix.is_some())
-            .map(|l| (l.file_name.clone(), l.path.clone()))
-            .collect();
+        let mut links: BTreeMap<OsString, PathBuf> = BTreeMap::new();
+        for library in index.library_winners().filter(|l| l.prefix.is_some()) {
+            match distrust(&library.path) {
+                Some(why) => report.problems.push(Problem {
+                    subject: library.path.display().to_string(),
+                    message: format!("not trusted, left out: {why}"),
+                }),
+                None => {
+                    links.insert(library.file_name.clone(), library.path.clone());
+                }
+            }
+        }
         report.extensions = controls.len();
         report.libraries = links.len();
 
@@ -145,9 +171,10 @@ fn sync_dir<V: PartialEq>(
 
 /// The control file PostgreSQL reads from the catalog: the original text, plus an absolute
 /// `directory` so scripts and secondary control files come from the real directory.
-pub fn generated_control(copy: &crate::ExtensionCopy) -> Result<String, String> {
-    let mut text = fs::read_to_string(&copy.control_file).map_err(|e| format!("could not read control file: {e}"))?;
+pub fn generated_control(copy: &crate::ExtensionCopy, distrust: &dyn Fn(&Path) -> Option<String>) -> Result<String, String> {
+    let mut text = crate::safe_fs::read_text(&copy.control_file).map_err(|e| format!("could not read control file: {e}"))?;
     let control = ControlFile::parse(&text)?;
+    control.validate(false)?;
     if control.get("directory").is_some_and(|d| Path::new(d).is_absolute()) {
         return Ok(text);
     }
@@ -155,6 +182,12 @@ pub fn generated_control(copy: &crate::ExtensionCopy) -> Result<String, String> 
     if !scripts.is_dir() {
         // PostgreSQL would fail pg_available_extension_versions for every extension on it.
         return Err(format!("script directory \"{}\" does not exist", scripts.display()));
+    }
+    // PostgreSQL reads every secondary control file of an extension for
+    // pg_available_extension_versions; one it cannot read fails the view for everybody.
+    crate::control::check_secondary_controls(&copy.name, &scripts)?;
+    if let Some(why) = distrust(&scripts) {
+        return Err(format!("not trusted, left out: {why}"));
     }
     let scripts = scripts.to_str().ok_or("script directory is not valid UTF-8")?;
     if !text.is_empty() && !text.ends_with('\n') {

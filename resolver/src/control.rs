@@ -53,6 +53,71 @@ impl ControlFile {
     }
 }
 
+/// The parameters PostgreSQL 18 accepts in a primary control file; any other name makes it fail
+/// (`unrecognized parameter`), and with it pg_available_extensions for every extension.
+const KNOWN: [&str; 11] = [
+    "directory",
+    "default_version",
+    "module_pathname",
+    "comment",
+    "schema",
+    "relocatable",
+    "superuser",
+    "trusted",
+    "encoding",
+    "requires",
+    "no_relocate",
+];
+const BOOLEAN: [&str; 3] = ["relocatable", "superuser", "trusted"];
+
+impl ControlFile {
+    /// What PostgreSQL checks when it reads the file; `secondary` for `<name>--<version>.control`
+    /// (where `directory` and `default_version` are not allowed).
+    pub fn validate(&self, secondary: bool) -> Result<(), String> {
+        for (key, value) in &self.entries {
+            let key = key.to_ascii_lowercase();
+            if !KNOWN.contains(&key.as_str()) {
+                return Err(format!("unrecognized parameter \"{key}\""));
+            }
+            if secondary && (key == "directory" || key == "default_version") {
+                return Err(format!("parameter \"{key}\" cannot be set in a secondary extension control file"));
+            }
+            if BOOLEAN.contains(&key.as_str()) && parse_bool(value).is_none() {
+                return Err(format!("parameter \"{key}\" requires a Boolean value"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// PostgreSQL's boolean spellings: true/false/yes/no/on/off/1/0 and unambiguous prefixes.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    let v = value.trim().to_ascii_lowercase();
+    let prefix_of = |word: &str, min: usize| v.len() >= min && word.starts_with(v.as_str());
+    if prefix_of("true", 1) || prefix_of("yes", 1) || v == "on" || v == "1" {
+        Some(true)
+    } else if prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0" {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Every `<name>--*.control` in `scripts` must be a regular file that PostgreSQL can read.
+pub fn check_secondary_controls(name: &str, scripts: &Path) -> Result<(), String> {
+    let prefix = format!("{name}--");
+    for entry in std::fs::read_dir(scripts).into_iter().flatten().flatten().take(crate::safe_fs::MAX_DIR_ENTRIES) {
+        let file = entry.file_name();
+        let Some(file) = file.to_str().filter(|f| f.starts_with(&prefix) && f.ends_with(".control")) else { continue };
+        let path = entry.path();
+        let text = crate::safe_fs::read_text(&path).map_err(|e| format!("secondary control file \"{}\": {e}", path.display()))?;
+        ControlFile::parse(&text)
+            .and_then(|c| c.validate(true))
+            .map_err(|e| format!("secondary control file \"{}\" ({file}): {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn parse_line(line: &str) -> Result<Option<(String, String)>, String> {
     let line = line.trim_start();
     if line.is_empty() || line.starts_with('#') {
@@ -183,6 +248,21 @@ mod tests {
         assert_eq!(rel.script_directory(base, default), PathBuf::from("/img/share/contrib/x"));
         let none = ControlFile::parse("comment = 'x'").unwrap();
         assert_eq!(none.script_directory(base, default), default);
+    }
+
+    #[test]
+    fn validation_follows_postgres() {
+        assert!(ControlFile::parse(HSTORE).unwrap().validate(false).is_ok());
+        let err = |t: &str, secondary| ControlFile::parse(t).unwrap().validate(secondary).unwrap_err();
+        assert!(err("colour = 'blue'", false).contains("unrecognized parameter \"colour\""));
+        assert!(err("trusted = maybe", false).contains("requires a Boolean value"));
+        assert!(err("default_version = '1'", true).contains("secondary"));
+        for b in ["t", "TRUE", "yes", "on", "1", "of", "off", "n", "0"] {
+            assert!(parse_bool(b).is_some(), "{b}");
+        }
+        for b in ["o", "maybe", ""] {
+            assert!(parse_bool(b).is_none(), "{b:?}");
+        }
     }
 
     #[test]

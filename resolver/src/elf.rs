@@ -1,11 +1,7 @@
 //! Reading shared objects: soname, `DT_NEEDED`, `DT_RPATH`/`DT_RUNPATH`, machine and class,
 //! with goblin. Nothing is ever loaded here.
 
-use std::fs;
 use std::path::Path;
-
-/// Shared objects larger than this are not read (no real library is near it).
-const MAX_SIZE: u64 = 1 << 30;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElfInfo {
@@ -47,14 +43,7 @@ pub fn machine_name(machine: u16) -> String {
 
 /// Reads the dynamic section of the shared object at `path` (a regular file; symlinks followed).
 pub fn read_elf(path: &Path) -> Result<ElfInfo, String> {
-    let meta = fs::metadata(path).map_err(|e| format!("could not stat \"{}\": {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("\"{}\" is not a regular file", path.display()));
-    }
-    if meta.len() > MAX_SIZE {
-        return Err(format!("\"{}\" is too large to be a shared library", path.display()));
-    }
-    let bytes = fs::read(path).map_err(|e| format!("could not read \"{}\": {e}", path.display()))?;
+    let bytes = crate::safe_fs::read_regular(path, crate::safe_fs::MAX_LIBRARY_FILE).map_err(|e| format!("could not read \"{}\": {e}", path.display()))?;
     parse_elf(&bytes).map_err(|e| format!("\"{}\" is not a valid ELF shared object: {e}", path.display()))
 }
 

@@ -53,7 +53,7 @@ pub struct ExtensionCopy {
 impl ExtensionCopy {
     /// Reads and parses this copy's control file.
     pub fn read_control(&self) -> Result<crate::control::ControlFile, String> {
-        let text = std::fs::read_to_string(&self.control_file).map_err(|e| format!("could not read control file: {e}"))?;
+        let text = crate::safe_fs::read_text(&self.control_file).map_err(|e| format!("could not read control file: {e}"))?;
         crate::control::ControlFile::parse(&text)
     }
 

@@ -21,6 +21,7 @@ pub mod mounts;
 pub mod name;
 pub mod path;
 pub mod report;
+pub mod safe_fs;
 pub mod scan;
 pub mod versions;
 

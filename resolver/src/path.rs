@@ -8,6 +8,11 @@ use crate::Problem;
 /// and `--pkglibdir`), as in `extension_control_path`.
 pub const SYSTEM_MACRO: &str = "$system";
 
+/// Longer values are ignored (only `$system` is searched) or, set interactively, refused.
+pub const MAX_VALUE_LEN: usize = 8192;
+
+const EMPTY_ELEMENT: &str = "empty path element ignored";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Element {
     /// PostgreSQL's own share/extension and lib directories.
@@ -30,12 +35,19 @@ impl SearchPath {
     pub fn parse(value: &str) -> SearchPath {
         let mut elements = Vec::new();
         let mut problems = Vec::new();
+        if value.len() > MAX_VALUE_LEN {
+            problems.push(Problem {
+                subject: "extension_search_path.path".into(),
+                message: format!("value is {} bytes long, more than {MAX_VALUE_LEN}: ignored, only $system is searched", value.len()),
+            });
+            return SearchPath { elements: vec![Element::System], implicit_system: true, problems };
+        }
         for raw in value.split(':') {
             let trimmed = raw.trim();
             let problem = |message: &str| Problem { subject: format!("\"{raw}\""), message: message.into() };
             if trimmed.is_empty() {
                 if !value.trim().is_empty() {
-                    problems.push(problem("empty path element ignored"));
+                    problems.push(problem(EMPTY_ELEMENT));
                 }
                 continue;
             }
@@ -68,6 +80,29 @@ impl SearchPath {
 /// `..` is kept (resolving it lexically would be wrong across symlinks).
 fn normalize(path: &Path) -> PathBuf {
     path.components().collect()
+}
+
+/// What makes an interactively set value (SET, a session's own choice) an error rather than a
+/// warning: every problem of [`SearchPath::parse`] except empty elements (ignored with a
+/// WARNING), plus prefixes that do not exist or are not directories.
+pub fn interactive_errors(value: &str) -> Vec<Problem> {
+    let parsed = SearchPath::parse(value);
+    let mut errors: Vec<Problem> = parsed.problems.into_iter().filter(|p| p.message != EMPTY_ELEMENT).collect();
+    for element in &parsed.elements {
+        if let Element::Prefix(dir) = element {
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => errors.push(Problem { subject: dir.display().to_string(), message: "is not a directory".into() }),
+                Err(e) => errors.push(Problem { subject: dir.display().to_string(), message: format!("cannot be used: {e}") }),
+            }
+        }
+    }
+    errors
+}
+
+/// Empty elements in a value (reported with a WARNING, never an error).
+pub fn has_empty_elements(value: &str) -> bool {
+    SearchPath::parse(value).problems.iter().any(|p| p.message == EMPTY_ELEMENT)
 }
 
 /// Puts `ours` first in a core path setting (`extension_control_path`, `dynamic_library_path`),
@@ -148,6 +183,22 @@ mod tests {
         assert_eq!(subjects, ["\"relative\"", "\"$system/x\"", "\"\"", "\"\"", "\"$libdir\"", "\"/ok\""]);
         assert!(p.problems[0].message.contains("relative"));
         assert!(p.problems[5].message.contains("duplicate"));
+    }
+
+    #[test]
+    fn interactive_values_are_held_to_more() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ok = format!("$system:{}", tmp.path().display());
+        assert!(interactive_errors(&ok).is_empty());
+        assert!(interactive_errors(&format!("{ok}::")).is_empty(), "empty elements only warn");
+        assert!(has_empty_elements(&format!("{ok}::")));
+        let errors = interactive_errors("rel:$system/x:/does/not/exist");
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 3, "{text:?}");
+        assert!(text[2].starts_with("/does/not/exist: cannot be used"));
+        let long = format!("/{}", "x".repeat(MAX_VALUE_LEN));
+        assert!(interactive_errors(&long)[0].message.contains("more than 8192"));
+        assert_eq!(SearchPath::parse(&long).elements, vec![Element::System]);
     }
 
     #[test]

@@ -89,7 +89,7 @@ fn read_metadata(dir: &Path) -> (Option<PathBuf>, Option<serde_json::Value>, Opt
         if !fs::metadata(&path).map(|m| m.is_file()).unwrap_or(false) {
             continue;
         }
-        return match fs::read(&path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+        return match crate::safe_fs::read_regular(&path, crate::safe_fs::MAX_TEXT_FILE).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
             Ok(value) => (Some(path), Some(value), None),
             Err(e) => (Some(path), None, Some(e)),
         };
@@ -246,9 +246,17 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
                 continue;
             }
         };
+        if let Err(e) = control.validate(false) {
+            add(Severity::Error, image, name, format!("control file \"{}\" cannot be used: {e}", copy.control_file.display()), "PostgreSQL refuses this control file; fix it. The extension is left out until then.");
+            continue;
+        }
         let scripts = copy.script_directory(&control);
         if !scripts.is_dir() {
             add(Severity::Error, image, name, format!("script directory \"{}\" does not exist", scripts.display()), "Put the scripts where the control file's directory setting says, or remove the setting.");
+            continue;
+        }
+        if let Err(e) = crate::control::check_secondary_controls(&copy.name, &scripts) {
+            add(Severity::Error, image, name, e, "PostgreSQL cannot read this file; fix or remove it. The extension is left out until then.");
             continue;
         }
         let versions = Versions::scan(&copy.name, &scripts);

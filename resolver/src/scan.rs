@@ -142,8 +142,11 @@ fn list(dir: &Path, subject: &str, problems: &mut Vec<Problem>) -> Vec<(OsString
             return Vec::new();
         }
     };
-    let mut out: Vec<(OsString, PathBuf)> =
-        entries.filter_map(Result::ok).map(|e| (e.file_name(), e.path())).collect();
+    let mut out: Vec<(OsString, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .take(crate::safe_fs::MAX_DIR_ENTRIES)
+        .map(|e| (e.file_name(), e.path()))
+        .collect();
     out.sort();
     out
 }

@@ -246,15 +246,15 @@ fn control_directory_settings_are_honoured() {
     // the scripts are nowhere: left out, with the directory named
     t.file("ext/lost/share/extension/lost.control", "directory = 'gone'");
     let index = t.index("@/ext");
-    let rel = generated_control(index.resolve("rel").unwrap()).unwrap();
+    let rel = generated_control(index.resolve("rel").unwrap(), &|_| None).unwrap();
     let rel = ControlFile::parse(&rel).unwrap();
     assert_eq!(rel.get("directory"), Some(t.p("ext/rel/share/rel-scripts").to_str().unwrap()));
-    assert_eq!(generated_control(index.resolve("abs").unwrap()).unwrap(), "directory = '/opt/abs'");
-    let rfc = ControlFile::parse(&generated_control(index.resolve("rfcrel").unwrap()).unwrap()).unwrap();
+    assert_eq!(generated_control(index.resolve("abs").unwrap(), &|_| None).unwrap(), "directory = '/opt/abs'");
+    let rfc = ControlFile::parse(&generated_control(index.resolve("rfcrel").unwrap(), &|_| None).unwrap()).unwrap();
     assert_eq!(rfc.get("directory"), Some(t.p("ext/rfcrel/scripts").to_str().unwrap()));
-    let classic = ControlFile::parse(&generated_control(index.resolve("classic").unwrap()).unwrap()).unwrap();
+    let classic = ControlFile::parse(&generated_control(index.resolve("classic").unwrap(), &|_| None).unwrap()).unwrap();
     assert_eq!(classic.get("directory"), Some(t.p("ext/classic/sql").to_str().unwrap()));
-    let lost = generated_control(index.resolve("lost").unwrap()).unwrap_err();
+    let lost = generated_control(index.resolve("lost").unwrap(), &|_| None).unwrap_err();
     assert!(lost.contains(&format!("\"{}\" does not exist", t.p("ext/lost/share/gone").display())), "{lost}");
 }
 
@@ -280,4 +280,27 @@ fn names_from_paths_never_escape() {
         assert!(index.resolve(bad).is_none());
     }
     assert!(Path::new(&index.resolve("semver").unwrap().control_file).starts_with(t.p("ext")));
+}
+
+#[test]
+fn untrusted_and_invalid_control_files_are_left_out() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Tree::new();
+    t.rfc("ext", "good");
+    t.rfc("ext", "loose");
+    fs::set_permissions(t.p("ext/loose/loose.control"), fs::Permissions::from_mode(0o666)).unwrap();
+    t.file("ext/odd/odd.control", "default_version = '1.0'\ncolour = 'blue'\n");
+    t.file("ext/odd/sql/odd--1.0.sql", "");
+    t.rfc("ext", "badsecondary");
+    t.file("ext/badsecondary/sql/badsecondary--1.0.control", "default_version = '2'\n");
+    let catalog = Catalog::new(t.p("cat"));
+    let report = catalog.sync(&t.index("@/ext")).unwrap();
+    assert_eq!(report.extensions, 1, "{:?}", report.problems);
+    let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert!(text.iter().any(|p| p.contains("loose.control") && p.contains("not trusted, left out") && p.contains("writable by group or others")), "{text:?}");
+    assert!(text.iter().any(|p| p.contains("odd.control") && p.contains("unrecognized parameter \"colour\"")), "{text:?}");
+    assert!(text.iter().any(|p| p.contains("badsecondary--1.0.control") && p.contains("secondary")), "{text:?}");
+    // relaxed: reported by check() but served
+    let relaxed = Catalog::new(t.p("cat2")).with_trust(esp_resolver::safe_fs::TrustPolicy { enforce: false, server_uid: 0 });
+    assert_eq!(relaxed.sync(&t.index("@/ext")).unwrap().extensions, 2);
 }

@@ -1,0 +1,117 @@
+//! Reading files that images and operators control, without ever blocking or trusting them.
+//!
+//! * Only regular files are read: the file is opened with `O_NONBLOCK` (so a FIFO put in the
+//!   place of a control file between the scan and the read cannot hang a backend) and checked
+//!   with `fstat` on the open descriptor.
+//! * Reads are bounded.
+//! * Trust: a file the server reads code or scripts from must be owned by root or by the
+//!   server's user and not be writable by group or others; nor may its directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Control files and metadata are small; libraries are not.
+pub const MAX_TEXT_FILE: u64 = 1 << 20;
+pub const MAX_LIBRARY_FILE: u64 = 1 << 30;
+/// Entries read from one directory; the rest are ignored.
+pub const MAX_DIR_ENTRIES: usize = 100_000;
+
+/// The content of the regular file at `path` (symlinks followed), at most `max` bytes.
+pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    File::take(file, max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
+    }
+    Ok(bytes)
+}
+
+pub fn read_text(path: &Path) -> io::Result<String> {
+    String::from_utf8(read_regular(path, MAX_TEXT_FILE)?).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not valid UTF-8"))
+}
+
+/// Who the server may trust files from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustPolicy {
+    /// Refuse untrusted files (the default); `false` only reports them.
+    pub enforce: bool,
+    /// The server's user (root is always trusted).
+    pub server_uid: u32,
+}
+
+impl TrustPolicy {
+    /// Why `path` (or its directory) is not trusted, if it is not.
+    pub fn distrust(&self, path: &Path) -> Option<String> {
+        let mut places = vec![path];
+        places.extend(path.parent());
+        for place in places {
+            let Ok(meta) = fs::metadata(place) else { continue };
+            if meta.uid() != 0 && meta.uid() != self.server_uid {
+                return Some(format!("\"{}\" is owned by uid {}, neither root nor the server's user", place.display(), meta.uid()));
+            }
+            if meta.mode() & 0o022 != 0 {
+                return Some(format!("\"{}\" is writable by group or others", place.display()));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn fifos_and_directories_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("x.control");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: plain libc call with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(read_regular(&fifo, 10).unwrap_err().to_string().contains("not a regular file"));
+        assert!(read_regular(dir.path(), 10).is_err());
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("big");
+        fs::write(&f, vec![b'x'; 100]).unwrap();
+        assert_eq!(read_regular(&f, 100).unwrap().len(), 100);
+        assert!(read_regular(&f, 99).is_err());
+    }
+
+    #[test]
+    fn trust_needs_owner_and_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let f = dir.path().join("a.control");
+        fs::write(&f, "").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let policy = TrustPolicy { enforce: true, server_uid: me };
+        assert_eq!(policy.distrust(&f), None);
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(policy.distrust(&f).unwrap().contains("writable by group or others"));
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(policy.distrust(&f).unwrap().contains("writable by group or others"));
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        if me == 0 {
+            let other = TrustPolicy { enforce: true, server_uid: 12345 };
+            assert_eq!(other.distrust(&f), None, "root-owned files are trusted");
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Property tests: the parsers never panic on any input, and keep their promises.
+//! PROPTEST_CASES bounds the run (scripts/test sets it).
+
+use esp_resolver::control::{quote, ControlFile};
+use esp_resolver::elf::parse_elf;
+use esp_resolver::mounts::parse_mountinfo;
+use esp_resolver::path::{merge_core_path, Element, SearchPath};
+use proptest::prelude::*;
+
+fn libc_bytes() -> Vec<u8> {
+    ["/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/usr/lib64/libc.so.6"]
+        .iter()
+        .find_map(|p| std::fs::read(p).ok())
+        .expect("a libc.so.6 to mutate")
+}
+
+proptest! {
+    #[test]
+    fn path_parser_never_hides_system_and_keeps_only_absolute_prefixes(value in ".{0,300}") {
+        let p = SearchPath::parse(&value);
+        prop_assert_eq!(p.elements.iter().filter(|e| **e == Element::System).count(), 1);
+        for e in &p.elements {
+            if let Element::Prefix(dir) = e {
+                prop_assert!(dir.is_absolute());
+            }
+        }
+    }
+
+    #[test]
+    fn path_parser_on_path_like_values(parts in prop::collection::vec(prop_oneof![
+        Just("$system".to_string()), Just(String::new()), Just("$libdir".to_string()),
+        "/[a-z/.]{0,20}", "[a-z.]{1,10}", "\\$system/[a-z]{1,5}"], 0..12)) {
+        let value = parts.join(":");
+        let p = SearchPath::parse(&value);
+        prop_assert_eq!(p.elements.iter().filter(|e| **e == Element::System).count(), 1);
+        // an element under our root means the value was written by us (a session catalog)
+        prop_assume!(!parts.iter().any(|p| p.starts_with("/r/")));
+        let merged = merge_core_path(&value, "/r/server/share", "/r/");
+        prop_assert!(merged.starts_with("/r/server/share"));
+        prop_assert_eq!(merge_core_path(&merged, "/r/server/share", "/r/"), merged.clone());
+    }
+
+    #[test]
+    fn control_reader_never_panics(text in "(?s).{0,400}") {
+        if let Ok(c) = ControlFile::parse(&text) {
+            let _ = c.validate(false);
+            let _ = c.requires();
+        }
+    }
+
+    #[test]
+    fn control_values_round_trip(value in "[^\n\r]{0,80}") {
+        let text = format!("comment = {}\n", quote(&value));
+        let parsed = ControlFile::parse(&text).unwrap();
+        prop_assert_eq!(parsed.get("comment"), Some(value.as_str()));
+    }
+
+    #[test]
+    fn elf_reader_never_panics_on_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = parse_elf(&bytes);
+    }
+
+    #[test]
+    fn elf_reader_never_panics_on_damaged_libraries(
+        cut in 0usize..200_000,
+        flips in prop::collection::vec((0usize..4096, any::<u8>()), 1..16),
+    ) {
+        let mut bytes = libc_bytes();
+        for (at, value) in flips {
+            let at = at % bytes.len();
+            bytes[at] = value;
+        }
+        bytes.truncate(cut.min(bytes.len()));
+        let _ = parse_elf(&bytes);
+    }
+
+    #[test]
+    fn mountinfo_parser_never_panics(text in "(?s).{0,400}") {
+        let _ = parse_mountinfo(&text);
+    }
+}
