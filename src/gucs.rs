@@ -14,6 +14,12 @@ pub static PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::ne
 
 pub const PATH_NAME: &CStr = c"extension_search_path.path";
 
+/// `extension_search_path.trusted_files_only`: refuse control files, script directories and
+/// libraries owned by neither root nor the server's user, or writable by group or others (a
+/// WARNING names each). Server-wide (postgresql.conf or ALTER SYSTEM, then reload), because the
+/// catalog it shapes is shared by all sessions.
+pub static TRUSTED_FILES_ONLY: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 pub fn init() {
     // SAFETY: called once from _PG_init in the postmaster; the hook matches PostgreSQL's
     // GucStringAssignHook signature and never raises an error.
@@ -27,11 +33,52 @@ pub fn init() {
             &PATH,
             GucContext::Suset,
             GucFlags::SUPERUSER_ONLY,
-            None,
+            Some(check_path),
             Some(assign_path),
             None,
         );
+        GucRegistry::define_bool_guc(
+            c"extension_search_path.trusted_files_only",
+            c"Refuse extension files that are not owned by root or the server's user, or are writable by group or others.",
+            c"Turning this off only reports such files (extension_search_path.check()).",
+            &TRUSTED_FILES_ONLY,
+            GucContext::Sighup,
+            GucFlags::default(),
+        );
         pg_sys::MarkGUCPrefixReserved(c"extension_search_path".as_ptr());
+    }
+}
+
+/// The trust policy in force.
+pub fn trust_policy() -> esp_resolver::safe_fs::TrustPolicy {
+    esp_resolver::safe_fs::TrustPolicy::for_this_process(TRUSTED_FILES_ONLY.get())
+}
+
+/// Values set interactively (SET, ALTER ROLE/DATABASE … SET) must be usable: a bad element is an
+/// ERROR there. From the configuration file (start, reload, ALTER SYSTEM) nothing is refused:
+/// bad elements are skipped with a WARNING naming them, so the server always starts.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_path(newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+    // SAFETY: the GUC machinery passes a valid pointer to a NUL-terminated string (or NULL);
+    // the detail and hint strings are palloc'd for the error report that follows at once.
+    unsafe {
+        if newval.is_null() || (*newval).is_null() || source < pg_sys::GucSource::PGC_S_INTERACTIVE {
+            return true;
+        }
+        let value = CStr::from_ptr(*newval).to_string_lossy().into_owned();
+        let errors = esp_resolver::path::interactive_errors(&value);
+        if errors.is_empty() {
+            if esp_resolver::path::has_empty_elements(&value) {
+                pgrx::warning!("extension_search_path.path: empty path elements are ignored");
+            }
+            return true;
+        }
+        let detail: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let detail = CString::new(detail.join("; ")).unwrap_or_default();
+        let hint = CString::new("Elements must be absolute paths of existing directories, or $system, separated by colons.").unwrap_or_default();
+        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+        pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
+        false
     }
 }
 

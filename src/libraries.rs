@@ -97,6 +97,20 @@ pub fn prepare(name: &str, if_missing: IfMissing) {
         ))
         .report(PgLogLevel::ERROR);
     }
+    let policy = crate::gucs::trust_policy();
+    if module.ours && policy.enforce {
+        for file in std::iter::once(&real).chain(&plan.load_order) {
+            if let Some(why) = policy.distrust(file) {
+                ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    format!("library \"{}\" is not trusted: {why}", file.display()),
+                    "prepare",
+                )
+                .set_hint("Fix the file's owner or mode, or set extension_search_path.trusted_files_only = off (server-wide).")
+                .report(PgLogLevel::ERROR);
+            }
+        }
+    }
     for library in &plan.load_order {
         // SAFETY: loading a shared library runs its initialisers; these are the dependencies
         // of a module PostgreSQL is about to load anyway, which would run them too.

@@ -68,6 +68,7 @@ pub fn catalog_for(value: &str) -> Catalog {
 /// the element or file named; nothing here raises an error: a catalog that cannot be written
 /// leaves the previous one in place.
 pub fn refresh(catalog: &Catalog, value: &str, level: PgLogLevel) -> Index {
+    let catalog = &catalog.clone().with_trust(crate::gucs::trust_policy());
     let index = Index::build(&SearchPath::parse(value), &locations().system);
     for problem in &index.problems {
         ereport!(level, PgSqlErrorCode::ERRCODE_WARNING, format!("extension_search_path: {problem}"));

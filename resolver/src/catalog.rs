@@ -52,9 +52,7 @@ impl Catalog {
     /// A catalog at `root` that refuses untrusted files (owned by neither root nor this
     /// process's user, or writable by group or others).
     pub fn new(root: impl Into<PathBuf>) -> Catalog {
-        // SAFETY: geteuid has no preconditions.
-        let server_uid = unsafe { libc::geteuid() };
-        Catalog { root: root.into(), trust: TrustPolicy { enforce: true, server_uid } }
+        Catalog { root: root.into(), trust: TrustPolicy::for_this_process(true) }
     }
 
     pub fn with_trust(mut self, trust: TrustPolicy) -> Catalog {
@@ -179,13 +177,7 @@ pub fn generated_control(copy: &crate::ExtensionCopy, distrust: &dyn Fn(&Path) -
         return Ok(text);
     }
     let scripts = copy.script_directory(&control);
-    if !scripts.is_dir() {
-        // PostgreSQL would fail pg_available_extension_versions for every extension on it.
-        return Err(format!("script directory \"{}\" does not exist", scripts.display()));
-    }
-    // PostgreSQL reads every secondary control file of an extension for
-    // pg_available_extension_versions; one it cannot read fails the view for everybody.
-    crate::control::check_secondary_controls(&copy.name, &scripts)?;
+    check_script_directory(&copy.name, &scripts)?;
     if let Some(why) = distrust(&scripts) {
         return Err(format!("not trusted, left out: {why}"));
     }
@@ -200,6 +192,28 @@ pub fn generated_control(copy: &crate::ExtensionCopy, distrust: &dyn Fn(&Path) -
         quote(scripts)
     ));
     Ok(text)
+}
+
+/// PostgreSQL's `MAXPGPATH`: longer file names are cut off in its buffers.
+pub const MAXPGPATH: usize = 1024;
+
+/// Whether PostgreSQL can use `scripts` as the script directory of extension `name`. What it
+/// cannot use would make pg_available_extension_versions fail for every extension, so such an
+/// extension is left out of the catalog: the directory must exist, leave room for script file
+/// names within MAXPGPATH, and hold only secondary control files PostgreSQL can read.
+pub fn check_script_directory(name: &str, scripts: &Path) -> Result<(), String> {
+    if !scripts.is_dir() {
+        return Err(format!("script directory \"{}\" does not exist", scripts.display()));
+    }
+    let longest = scripts.as_os_str().len() + 2 * name.len() + 64;
+    if longest >= MAXPGPATH {
+        return Err(format!(
+            "script directory \"{}\" is too long: PostgreSQL handles file names up to {} bytes",
+            scripts.display(),
+            MAXPGPATH - 1
+        ));
+    }
+    crate::control::check_secondary_controls(name, scripts)
 }
 
 /// A short stable key for a path value, naming a session-specific catalog.

@@ -251,12 +251,8 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
             continue;
         }
         let scripts = copy.script_directory(&control);
-        if !scripts.is_dir() {
-            add(Severity::Error, image, name, format!("script directory \"{}\" does not exist", scripts.display()), "Put the scripts where the control file's directory setting says, or remove the setting.");
-            continue;
-        }
-        if let Err(e) = crate::control::check_secondary_controls(&copy.name, &scripts) {
-            add(Severity::Error, image, name, e, "PostgreSQL cannot read this file; fix or remove it. The extension is left out until then.");
+        if let Err(e) = crate::catalog::check_script_directory(&copy.name, &scripts) {
+            add(Severity::Error, image, name, e, "PostgreSQL cannot use this script directory as it is; the extension is left out until it is fixed.");
             continue;
         }
         let versions = Versions::scan(&copy.name, &scripts);

@@ -64,6 +64,13 @@ pub fn scan_prefix(element: usize, prefix: &Path, found: &mut Found) {
         if dir_name.as_encoded_bytes().starts_with(b".") || !is_dir(&dir) {
             continue;
         }
+        if !readable_dir(&dir) {
+            found.problems.push(Problem {
+                subject: dir.display().to_string(),
+                message: format!("could not read directory: {}", std::io::Error::last_os_error()),
+            });
+            continue;
+        }
         found.images.push(Image { dir: dir.clone(), element, prefix: prefix.to_path_buf() });
         let lib_dir = dir.join("lib");
         // RFC: the eponymous control file at the top of the directory.
@@ -149,6 +156,14 @@ fn list(dir: &Path, subject: &str, problems: &mut Vec<Problem>) -> Vec<(OsString
         .collect();
     out.sort();
     out
+}
+
+/// Whether this process may list and enter `dir` (one access(2) call, no descriptor).
+fn readable_dir(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: a valid NUL-terminated path; access(2) only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::X_OK) == 0 }
 }
 
 fn is_dir(path: &Path) -> bool {

@@ -304,3 +304,33 @@ fn untrusted_and_invalid_control_files_are_left_out() {
     let relaxed = Catalog::new(t.p("cat2")).with_trust(esp_resolver::safe_fs::TrustPolicy { enforce: false, server_uid: 0 });
     assert_eq!(relaxed.sync(&t.index("@/ext")).unwrap().extensions, 2);
 }
+
+#[test]
+fn directories_changing_during_scans_never_break_them() {
+    let t = Tree::new();
+    t.rfc("ext", "stable");
+    let root = t.p("ext");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (root, stop) = (root.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let dir = root.join(format!("churn{}", i % 7));
+                let _ = fs::create_dir_all(dir.join("sql"));
+                let _ = fs::write(dir.join(format!("churn{}.control", i % 7)), "default_version = '1'\n");
+                let _ = fs::create_dir_all(dir.join("share/extension"));
+                let _ = fs::remove_dir_all(root.join(format!("churn{}", (i + 3) % 7)));
+                i += 1;
+            }
+        })
+    };
+    let catalog = Catalog::new(t.p("cat"));
+    for _ in 0..200 {
+        let index = t.index("@/ext");
+        assert!(index.resolve("stable").is_some());
+        catalog.sync(&index).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+}
