@@ -70,6 +70,22 @@ pub fn mkimage(layout: &str, source: &str, out: &Path) {
         .unwrap_or_else(|e| panic!("mkimage {layout} {source}: {e}"));
 }
 
+/// Builds an OCI image of the image directory `dir` with scripts/oci-image (buildah) into the
+/// OCI layout `oci` under `tag`; returns the layer digest.
+pub fn oci_image(dir: &Path, tag: &str, oci: &Path) -> String {
+    run(Command::new(repo().join("scripts/oci-image")).arg(dir).arg(format!("test-image:{tag}")).arg(oci))
+        .unwrap_or_else(|e| panic!("oci-image {}: {e}", dir.display()))
+}
+
+/// Unpacks the image tagged `tag` of the OCI layout `oci` into `rootfs` with umoci, as a
+/// kubelet's image volume would present it.
+pub fn umoci_unpack(oci: &Path, tag: &str, rootfs: &Path) {
+    fs::create_dir_all(rootfs.parent().unwrap()).unwrap();
+    run(Command::new("umoci").args(["raw", "unpack", "--rootless", "--image"]).arg(format!("{}:{tag}", oci.display())).arg(rootfs))
+        .unwrap_or_else(|e| panic!("umoci unpack {}: {e}", oci.display()));
+    run_chmod_readable(rootfs);
+}
+
 /// The Debian package file of `package` that scripts/bootstrap downloaded.
 pub fn deb(package: &str) -> String {
     let dir = esp_root().join("debs");
