@@ -37,13 +37,16 @@ pub fn init() {
             Some(assign_path),
             None,
         );
-        GucRegistry::define_bool_guc(
+        GucRegistry::define_bool_guc_with_hooks(
             c"extension_search_path.trusted_files_only",
             c"Refuse extension files that are not owned by root or the server's user, or are writable by group or others.",
             c"Turning this off only reports such files (extension_search_path.check()).",
             &TRUSTED_FILES_ONLY,
             GucContext::Sighup,
             GucFlags::default(),
+            None,
+            Some(assign_trusted_files_only),
+            None,
         );
         pg_sys::MarkGUCPrefixReserved(c"extension_search_path".as_ptr());
     }
@@ -99,6 +102,15 @@ pub fn server_path() -> String {
         }
         let reset = (*record.cast::<pg_sys::config_string>()).reset_val;
         if reset.is_null() { String::new() } else { CStr::from_ptr(reset).to_string_lossy().into_owned() }
+    }
+}
+
+/// In the postmaster, a changed trust setting rebuilds the server catalog at once.
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_trusted_files_only(newval: bool, _extra: *mut c_void) {
+    // SAFETY: IsUnderPostmaster is a plain global, false only in the postmaster.
+    if !unsafe { pg_sys::IsUnderPostmaster } && newval != TRUSTED_FILES_ONLY.get() {
+        crate::server::refresh_server_catalog_for_trust(newval);
     }
 }
 

@@ -186,8 +186,8 @@ fn prefixes() -> Vec<PathBuf> {
         .collect()
 }
 
-pub fn session_index() -> Index {
-    Index::build(&SearchPath::parse(&crate::gucs::path()), &locations().system)
+pub fn session_index() -> std::rc::Rc<Index> {
+    crate::server::index_for(&crate::gucs::path())
 }
 
 /// File names of the objects mapped into this process (the loader matches a needed soname

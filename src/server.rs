@@ -6,7 +6,9 @@
 //! `$PGDATA/extension_search_path/session-<key>` for a path a session SET for itself. It is
 //! derived data: rebuilt at start, on reload and before every CREATE/ALTER EXTENSION and LOAD.
 
+use std::cell::RefCell;
 use std::ffi::CStr;
+use std::rc::Rc;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -43,14 +45,16 @@ pub fn init() {
             }
         }
     }
-    refresh(&locations.server, &crate::gucs::path(), PgLogLevel::WARNING);
+    // Read every control file once now, in the postmaster: backends inherit what the SQL
+    // functions report instead of reading N files each.
+    refresh(&locations.server, &crate::gucs::path(), PgLogLevel::WARNING, Refresh::Full).details();
 }
 
 /// A reload changed (or re-read) the server-wide path: rebuild the server catalog. Runs in the
 /// postmaster's assign hook, so it never raises an error.
 pub fn refresh_server_catalog_after_reload(value: &str) {
     if let Some(locations) = LOCATIONS.get() {
-        refresh(&locations.server, value, PgLogLevel::WARNING);
+        refresh(&locations.server, value, PgLogLevel::WARNING, Refresh::Full).details();
     }
 }
 
@@ -64,11 +68,64 @@ pub fn catalog_for(value: &str) -> Catalog {
     }
 }
 
+/// Whether a refresh may reuse what this process already knows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// Rescan and resync whatever the cache says (start, reload, rescan()).
+    Full,
+    /// Reuse the cached index and skip the sync when no prefix gained or lost an image since.
+    IfChanged,
+}
+
+thread_local! {
+    /// The last index this process built and synced a catalog from, with the path value and
+    /// trust policy it was built for. Set in the postmaster at start and reload, so every new
+    /// backend starts with it: a CREATE EXTENSION then costs one stat per prefix, not a scan.
+    static CACHE: RefCell<Option<(String, bool, Rc<Index>)>> = const { RefCell::new(None) };
+}
+
+/// The index of `value`, from the cache when it is still current, else freshly scanned (not
+/// synced: for reading).
+pub fn index_for(value: &str) -> Rc<Index> {
+    let enforce = crate::gucs::trust_policy().enforce;
+    if let Some(index) = cached(value, enforce) {
+        return index;
+    }
+    Rc::new(Index::build(&SearchPath::parse(value), &locations().system))
+}
+
+fn cached(value: &str, enforce: bool) -> Option<Rc<Index>> {
+    CACHE.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(v, e, index)| v == value && *e == enforce && index.is_current())
+            .map(|(_, _, index)| index.clone())
+    })
+}
+
 /// Scans `value` and makes `catalog` serve its winners. Problems are reported at `level` with
 /// the element or file named; nothing here raises an error: a catalog that cannot be written
 /// leaves the previous one in place.
-pub fn refresh(catalog: &Catalog, value: &str, level: PgLogLevel) -> Index {
-    let catalog = &catalog.clone().with_trust(crate::gucs::trust_policy());
+pub fn refresh(catalog: &Catalog, value: &str, level: PgLogLevel, how: Refresh) -> Rc<Index> {
+    refresh_with(catalog, value, level, how, crate::gucs::trust_policy())
+}
+
+/// The server-wide trust setting changed (in the postmaster's assign hook, before the new value
+/// is stored): rebuild the server catalog under the new policy.
+pub fn refresh_server_catalog_for_trust(enforce: bool) {
+    if let Some(locations) = LOCATIONS.get() {
+        let policy = esp_resolver::safe_fs::TrustPolicy::for_this_process(enforce);
+        refresh_with(&locations.server, &crate::gucs::path(), PgLogLevel::WARNING, Refresh::Full, policy);
+    }
+}
+
+fn refresh_with(catalog: &Catalog, value: &str, level: PgLogLevel, how: Refresh, policy: esp_resolver::safe_fs::TrustPolicy) -> Rc<Index> {
+    if how == Refresh::IfChanged
+        && let Some(index) = cached(value, policy.enforce)
+    {
+        return index;
+    }
+    let catalog = &catalog.clone().with_trust(policy);
     let index = Index::build(&SearchPath::parse(value), &locations().system);
     for problem in &index.problems {
         ereport!(level, PgSqlErrorCode::ERRCODE_WARNING, format!("extension_search_path: {problem}"));
@@ -88,6 +145,8 @@ pub fn refresh(catalog: &Catalog, value: &str, level: PgLogLevel) -> Index {
         .set_hint("Check that the data directory is writable by the server.")
         .report(PgLogLevel::WARNING),
     }
+    let index = Rc::new(index);
+    CACHE.with(|c| *c.borrow_mut() = Some((value.to_string(), policy.enforce, index.clone())));
     index
 }
 

@@ -8,26 +8,13 @@ use std::path::PathBuf;
 use esp_resolver::libs::{system_library_dirs, LibraryContext};
 use esp_resolver::name::is_valid_extension_name;
 use esp_resolver::report::{check as check_findings, image_reports, library_reports, LibraryReport};
-use esp_resolver::versions::Versions;
-use esp_resolver::{ExtensionCopy, Index, SearchPath};
+use esp_resolver::{Index, SearchPath};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
 use crate::server::locations;
 
-/// Where `module_pathname` of `copy` resolves: the copy's own `lib/` first, then as PostgreSQL
-/// would look it up along the path (the catalog's winner, then pkglibdir).
-fn module_paths(index: &Index, copy: &ExtensionCopy, module: &str) -> Vec<String> {
-    let bare = module.strip_prefix("$libdir/").unwrap_or(module);
-    let candidates = [bare.to_string(), format!("{bare}.so")];
-    let own = copy.lib_dir.iter().flat_map(|d| candidates.iter().map(move |c| d.join(c)));
-    let found = own
-        .chain(index.find_library(module).map(|l| l.path.clone()))
-        .chain(candidates.iter().map(|c| locations().system.lib_dir.join(c)))
-        .find(|p| p.is_file());
-    found.map(|p| vec![p.display().to_string()]).unwrap_or_default()
-}
 
 /// One extension copy: the columns declared in `copies_function!`.
 type CopyRow = (
@@ -57,18 +44,20 @@ fn copy_rows(name: Option<&str>) -> Vec<CopyRow> {
         .report(PgLogLevel::ERROR);
     }
     let index = crate::libraries::session_index();
-    let copies = match name {
-        Some(name) => index.copies(name),
-        None => &index.extensions[..],
+    let details = index.details();
+    let range = match name {
+        Some(name) => {
+            let start = index.extensions.partition_point(|c| c.name.as_str() < name);
+            start..start + index.copies(name).len()
+        }
+        None => 0..index.extensions.len(),
     };
-    copies
-        .iter()
-        .map(|copy| {
-            let control = copy.read_control().ok();
-            let scripts = control.as_ref().map(|c| copy.script_directory(c));
+    range
+        .map(|i| {
+            let (copy, d) = (&index.extensions[i], &details[i]);
             let winner = index.is_winner(copy);
             let shadows = if winner {
-                index.copies(&copy.name).iter().skip(1).map(|c| c.dir.display().to_string()).collect()
+                index.copies(&copy.name).iter().skip(1).map(|c| text(&c.dir)).collect()
             } else {
                 Vec::new()
             };
@@ -76,14 +65,14 @@ fn copy_rows(name: Option<&str>) -> Vec<CopyRow> {
                 copy.name.clone(),
                 winner,
                 copy.layout.as_str().to_string(),
-                copy.prefix.as_ref().map(|p| p.display().to_string()),
-                copy.dir.display().to_string(),
-                copy.control_file.display().to_string(),
-                scripts.as_ref().map(|d| d.display().to_string()),
-                copy.lib_dir.as_ref().map(|p| p.display().to_string()),
-                control.as_ref().and_then(|c| c.module_pathname()).map(|m| module_paths(&index, copy, m)),
-                control.as_ref().and_then(|c| c.default_version().map(String::from)),
-                scripts.as_ref().map(|d| Versions::scan(&copy.name, d).available()),
+                copy.prefix.as_deref().map(text),
+                text(&copy.dir),
+                text(&copy.control_file),
+                d.script_directory.as_deref().map(text),
+                copy.lib_dir.as_deref().map(text),
+                d.modules.as_ref().map(|m| m.iter().map(|p| text(p)).collect()),
+                d.default_version.clone(),
+                d.versions.clone(),
                 shadows,
             )
         })
@@ -135,7 +124,7 @@ copies_function!(
 fn rescan() -> TableIterator<'static, (name!(extensions, i64), name!(libraries, i64), name!(problems, Vec<String>))> {
     let path = crate::gucs::path();
     let catalog = crate::server::catalog_for(&path);
-    let index = crate::server::refresh(&catalog, &path, PgLogLevel::WARNING);
+    let index = crate::server::refresh(&catalog, &path, PgLogLevel::WARNING, crate::server::Refresh::Full);
     crate::core_paths::point_session_at(&catalog);
     let extensions = index.winners().filter(|c| c.prefix.is_some()).count() as i64;
     let libraries = index.library_winners().filter(|l| l.prefix.is_some()).count() as i64;

@@ -117,11 +117,32 @@ pub struct Index {
     pub libraries: Vec<LibraryCopy>,
     /// Path problems first, then what the scan met, in path order.
     pub problems: Vec<Problem>,
+    /// Modification times of the directories whose entries decide which images exist (each
+    /// prefix, `$system`'s extension and library directories), taken before the scan.
+    pub fingerprint: Vec<(PathBuf, Option<std::time::SystemTime>)>,
+    pub system: SystemDirs,
+    /// What reading each extension copy's files tells (see [`Index::details`]), once.
+    details: std::sync::OnceLock<Vec<CopyDetails>>,
+}
+
+/// What an extension copy's control file and script directory say, in [`Index::extensions`]
+/// order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyDetails {
+    pub control: Result<crate::control::ControlFile, String>,
+    pub script_directory: Option<PathBuf>,
+    pub default_version: Option<String>,
+    /// Installable versions, directly or along update scripts.
+    pub versions: Option<Vec<String>>,
+    /// Where `module_pathname` resolves: the copy's own `lib/`, else the winning library of
+    /// that name along the path, else pkglibdir.
+    pub modules: Option<Vec<PathBuf>>,
 }
 
 impl Index {
     /// Scans every element of `path`.
     pub fn build(path: &SearchPath, system: &SystemDirs) -> Index {
+        let fingerprint = fingerprint(path, system);
         let mut found = Found::default();
         for (i, element) in path.elements.iter().enumerate() {
             match element {
@@ -139,7 +160,54 @@ impl Index {
         });
         let mut problems = path.problems.clone();
         problems.extend(scan_problems);
-        Index { path: path.clone(), images, extensions, libraries, problems }
+        Index {
+            path: path.clone(),
+            images,
+            extensions,
+            libraries,
+            problems,
+            fingerprint,
+            system: system.clone(),
+            details: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Reads every copy's control file and script directory, the first time it is asked
+    /// (then kept with the index: images are immutable; `rescan()` and reloads make new ones).
+    pub fn details(&self) -> &[CopyDetails] {
+        self.details.get_or_init(|| self.extensions.iter().map(|copy| self.read_details(copy)).collect())
+    }
+
+    fn read_details(&self, copy: &ExtensionCopy) -> CopyDetails {
+        let control = copy.read_control();
+        let ok = control.as_ref().ok();
+        let script_directory = ok.map(|c| copy.script_directory(c));
+        CopyDetails {
+            default_version: ok.and_then(|c| c.default_version().map(String::from)),
+            versions: script_directory.as_ref().map(|d| crate::versions::Versions::scan(&copy.name, d).available()),
+            modules: ok.and_then(|c| c.module_pathname()).map(|m| self.module_paths(copy, m)),
+            script_directory,
+            control,
+        }
+    }
+
+    fn module_paths(&self, copy: &ExtensionCopy, module: &str) -> Vec<PathBuf> {
+        let bare = module.strip_prefix("$libdir/").unwrap_or(module);
+        let candidates = [bare.to_string(), format!("{bare}.so")];
+        let own = copy.lib_dir.iter().flat_map(|d| candidates.iter().map(move |c| d.join(c)));
+        own.chain(self.find_library(module).map(|l| l.path.clone()))
+            .chain(candidates.iter().map(|c| self.system.lib_dir.join(c)))
+            .find(|p| p.is_file())
+            .into_iter()
+            .collect()
+    }
+
+    /// Whether a scan of the same path would find the same images: no prefix (nor `$system`)
+    /// gained or lost an entry since this index was built. One stat per directory. Files added
+    /// inside an existing image directory are not seen this way (images are immutable; for
+    /// plain directories, a reload or `rescan()` picks them up).
+    pub fn is_current(&self) -> bool {
+        self.fingerprint.iter().all(|(dir, seen)| modified(dir) == *seen)
     }
 
     /// Every copy of `name`, the winner first.
@@ -195,6 +263,27 @@ impl Index {
             _ => None,
         })
     }
+}
+
+fn modified(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(dir).and_then(|m| m.modified()).ok()
+}
+
+fn fingerprint(path: &SearchPath, system: &SystemDirs) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+    let mut dirs = Vec::new();
+    for element in &path.elements {
+        match element {
+            Element::System => {
+                dirs.push(system.extension_dir.clone());
+                dirs.push(system.lib_dir.clone());
+            }
+            Element::Prefix(p) => dirs.push(p.clone()),
+        }
+    }
+    dirs.into_iter().map(|d| {
+        let m = modified(&d);
+        (d, m)
+    }).collect()
 }
 
 fn winners_by<'a, T, K: PartialEq + ?Sized + 'a>(

@@ -334,3 +334,24 @@ fn directories_changing_during_scans_never_break_them() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     churn.join().unwrap();
 }
+
+#[test]
+fn an_index_knows_when_images_come_and_go() {
+    let t = Tree::new();
+    t.rfc("ext", "first");
+    let index = t.index("$system:@/ext");
+    assert!(index.is_current());
+    // directory mtimes have a granularity; make the change visible
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    t.rfc("ext", "second");
+    assert!(!index.is_current(), "a new image directory");
+    let index = t.index("$system:@/ext");
+    assert!(index.is_current());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::remove_dir_all(t.p("ext/first")).unwrap();
+    assert!(!index.is_current(), "an image removed");
+    let index = t.index("$system:@/ext");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    t.file("system/share/extension/new.control", "");
+    assert!(!index.is_current(), "a new $system extension");
+}

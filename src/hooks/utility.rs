@@ -87,11 +87,11 @@ unsafe extern "C-unwind" fn process_utility(
 }
 
 /// Refreshes the catalog for the session's path and points the session at it.
-fn refresh_catalog() -> esp_resolver::Index {
+fn refresh_catalog() -> std::rc::Rc<esp_resolver::Index> {
     let path = crate::gucs::path();
     let catalog = crate::server::catalog_for(&path);
     let level = if catalog == crate::server::locations().server { PgLogLevel::LOG } else { PgLogLevel::WARNING };
-    let index = crate::server::refresh(&catalog, &path, level);
+    let index = crate::server::refresh(&catalog, &path, level, crate::server::Refresh::IfChanged);
     crate::core_paths::point_session_at(&catalog);
     index
 }
