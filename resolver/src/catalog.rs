@@ -178,8 +178,14 @@ pub fn generated_control(copy: &crate::ExtensionCopy, distrust: &dyn Fn(&Path) -
     }
     let scripts = copy.script_directory(&control);
     check_script_directory(&copy.name, &scripts)?;
-    if let Some(why) = distrust(&scripts) {
-        return Err(format!("not trusted, left out: {why}"));
+    // The script directory and every script and secondary control file of this extension.
+    let prefix = format!("{}--", copy.name);
+    let files = fs::read_dir(&scripts).into_iter().flatten().flatten().take(crate::safe_fs::MAX_DIR_ENTRIES);
+    let own = files.filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix))).map(|e| e.path());
+    for path in std::iter::once(scripts.join(".")).chain(own) {
+        if let Some(why) = distrust(&path) {
+            return Err(format!("not trusted, left out: {why}"));
+        }
     }
     let scripts = scripts.to_str().ok_or("script directory is not valid UTF-8")?;
     if !text.is_empty() && !text.ends_with('\n') {

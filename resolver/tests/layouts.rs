@@ -291,6 +291,8 @@ fn untrusted_and_invalid_control_files_are_left_out() {
     fs::set_permissions(t.p("ext/loose/loose.control"), fs::Permissions::from_mode(0o666)).unwrap();
     t.file("ext/odd/odd.control", "default_version = '1.0'\ncolour = 'blue'\n");
     t.file("ext/odd/sql/odd--1.0.sql", "");
+    t.rfc("ext", "loosescript");
+    fs::set_permissions(t.p("ext/loosescript/sql/loosescript--1.0.sql"), fs::Permissions::from_mode(0o666)).unwrap();
     t.rfc("ext", "badsecondary");
     t.file("ext/badsecondary/sql/badsecondary--1.0.control", "default_version = '2'\n");
     let catalog = Catalog::new(t.p("cat"));
@@ -299,10 +301,11 @@ fn untrusted_and_invalid_control_files_are_left_out() {
     let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     assert!(text.iter().any(|p| p.contains("loose.control") && p.contains("not trusted, left out") && p.contains("writable by group or others")), "{text:?}");
     assert!(text.iter().any(|p| p.contains("odd.control") && p.contains("unrecognized parameter \"colour\"")), "{text:?}");
+    assert!(text.iter().any(|p| p.contains("loosescript--1.0.sql\" is writable by group or others")), "{text:?}");
     assert!(text.iter().any(|p| p.contains("badsecondary--1.0.control") && p.contains("secondary")), "{text:?}");
     // relaxed: reported by check() but served
     let relaxed = Catalog::new(t.p("cat2")).with_trust(esp_resolver::safe_fs::TrustPolicy { enforce: false, server_uid: 0 });
-    assert_eq!(relaxed.sync(&t.index("@/ext")).unwrap().extensions, 2);
+    assert_eq!(relaxed.sync(&t.index("@/ext")).unwrap().extensions, 3);
 }
 
 #[test]
