@@ -8,11 +8,11 @@
 //! preload lists at server start. Each name is prepared once per process; backends inherit what
 //! the postmaster prepared.
 
-use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::CStr;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use esp_resolver::libs::{plan, system_library_dirs, LibraryContext};
 use esp_resolver::{Index, SearchPath};
@@ -22,8 +22,16 @@ use pgrx::prelude::*;
 
 use crate::server::{catalog_for, locations};
 
-thread_local! {
-    static PREPARED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+/// Library names prepared in this process (inherited by backends from the postmaster). A
+/// static, never dropped: nothing to free at backend exit.
+static PREPARED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+fn prepared(name: &str) -> bool {
+    PREPARED.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|p| p.contains(name))
+}
+
+fn mark_prepared(name: &str) {
+    PREPARED.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashSet::new).insert(name.to_string());
 }
 
 /// How hard to insist when the library itself is not found.
@@ -39,7 +47,7 @@ pub enum IfMissing {
 /// loadable: loads the bundled libraries it needs. Raises an ERROR for a library of ours whose
 /// dependency cannot be found, and, with `IfMissing::Error`, for a library found nowhere.
 pub fn prepare(name: &str, if_missing: IfMissing) {
-    if name.is_empty() || PREPARED.with(|p| p.borrow().contains(name)) {
+    if name.is_empty() || prepared(name) {
         return;
     }
     let Some(module) = locate(name) else {
@@ -51,7 +59,7 @@ pub fn prepare(name: &str, if_missing: IfMissing) {
     let real = fs::canonicalize(&module.path).unwrap_or_else(|_| module.path.clone());
     if real.starts_with(&locations().system.lib_dir) {
         // PostgreSQL's own modules: their libraries are the system's business.
-        PREPARED.with(|p| p.borrow_mut().insert(name.to_string()));
+        mark_prepared(name);
         return;
     }
     let mut ctx = LibraryContext { image_dirs: Vec::new(), system_dirs: system_library_dirs(), loaded: loaded_objects() };
@@ -125,7 +133,7 @@ pub fn prepare(name: &str, if_missing: IfMissing) {
             .report(PgLogLevel::ERROR),
         }
     }
-    PREPARED.with(|p| p.borrow_mut().insert(name.to_string()));
+    mark_prepared(name);
 }
 
 struct Located {
@@ -186,7 +194,7 @@ fn prefixes() -> Vec<PathBuf> {
         .collect()
 }
 
-pub fn session_index() -> std::rc::Rc<Index> {
+pub fn session_index() -> std::sync::Arc<Index> {
     crate::server::index_for(&crate::gucs::path())
 }
 

@@ -6,9 +6,8 @@
 //! `$PGDATA/extension_search_path/session-<key>` for a path a session SET for itself. It is
 //! derived data: rebuilt at start, on reload and before every CREATE/ALTER EXTENSION and LOAD.
 
-use std::cell::RefCell;
 use std::ffi::CStr;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::fs;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -77,36 +76,32 @@ pub enum Refresh {
     IfChanged,
 }
 
-thread_local! {
-    /// The last index this process built and synced a catalog from, with the path value and
-    /// trust policy it was built for. Set in the postmaster at start and reload, so every new
-    /// backend starts with it: a CREATE EXTENSION then costs one stat per prefix, not a scan.
-    static CACHE: RefCell<Option<(String, bool, Rc<Index>)>> = const { RefCell::new(None) };
-}
+/// The last index this process built and synced a catalog from, with the path value and trust
+/// policy it was built for. Set in the postmaster at start and reload, so every new backend
+/// starts with it: a CREATE EXTENSION then costs one stat per prefix, not a scan. A static, not
+/// a thread-local: statics are never dropped, so a backend's exit does not walk (and, through
+/// copy-on-write, copy) the inherited index to free it.
+static CACHE: Mutex<Option<(String, bool, Arc<Index>)>> = Mutex::new(None);
 
 /// The index of `value`, from the cache when it is still current, else freshly scanned (not
 /// synced: for reading).
-pub fn index_for(value: &str) -> Rc<Index> {
+pub fn index_for(value: &str) -> Arc<Index> {
     let enforce = crate::gucs::trust_policy().enforce;
     if let Some(index) = cached(value, enforce) {
         return index;
     }
-    Rc::new(Index::build(&SearchPath::parse(value), &locations().system))
+    Arc::new(Index::build(&SearchPath::parse(value), &locations().system))
 }
 
-fn cached(value: &str, enforce: bool) -> Option<Rc<Index>> {
-    CACHE.with(|c| {
-        c.borrow()
-            .as_ref()
-            .filter(|(v, e, index)| v == value && *e == enforce && index.is_current())
-            .map(|(_, _, index)| index.clone())
-    })
+fn cached(value: &str, enforce: bool) -> Option<Arc<Index>> {
+    let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache.as_ref().filter(|(v, e, index)| v == value && *e == enforce && index.is_current()).map(|(_, _, index)| index.clone())
 }
 
 /// Scans `value` and makes `catalog` serve its winners. Problems are reported at `level` with
 /// the element or file named; nothing here raises an error: a catalog that cannot be written
 /// leaves the previous one in place.
-pub fn refresh(catalog: &Catalog, value: &str, level: PgLogLevel, how: Refresh) -> Rc<Index> {
+pub fn refresh(catalog: &Catalog, value: &str, level: PgLogLevel, how: Refresh) -> Arc<Index> {
     refresh_with(catalog, value, level, how, crate::gucs::trust_policy())
 }
 
@@ -119,7 +114,7 @@ pub fn refresh_server_catalog_for_trust(enforce: bool) {
     }
 }
 
-fn refresh_with(catalog: &Catalog, value: &str, level: PgLogLevel, how: Refresh, policy: esp_resolver::safe_fs::TrustPolicy) -> Rc<Index> {
+fn refresh_with(catalog: &Catalog, value: &str, level: PgLogLevel, how: Refresh, policy: esp_resolver::safe_fs::TrustPolicy) -> Arc<Index> {
     if how == Refresh::IfChanged
         && let Some(index) = cached(value, policy.enforce)
     {
@@ -145,8 +140,11 @@ fn refresh_with(catalog: &Catalog, value: &str, level: PgLogLevel, how: Refresh,
         .set_hint("Check that the data directory is writable by the server.")
         .report(PgLogLevel::WARNING),
     }
-    let index = Rc::new(index);
-    CACHE.with(|c| *c.borrow_mut() = Some((value.to_string(), policy.enforce, index.clone())));
+    let index = Arc::new(index);
+    let previous = CACHE.lock().unwrap_or_else(|e| e.into_inner()).replace((value.to_string(), policy.enforce, index.clone()));
+    // An index replaced here may be one inherited from the postmaster: let it go without
+    // freeing it piece by piece (it is shared copy-on-write with the postmaster).
+    std::mem::forget(previous);
     index
 }
 

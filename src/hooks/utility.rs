@@ -87,7 +87,7 @@ unsafe extern "C-unwind" fn process_utility(
 }
 
 /// Refreshes the catalog for the session's path and points the session at it.
-fn refresh_catalog() -> std::rc::Rc<esp_resolver::Index> {
+fn refresh_catalog() -> std::sync::Arc<esp_resolver::Index> {
     let path = crate::gucs::path();
     let catalog = crate::server::catalog_for(&path);
     let level = if catalog == crate::server::locations().server { PgLogLevel::LOG } else { PgLogLevel::WARNING };
