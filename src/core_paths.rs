@@ -6,11 +6,11 @@
 //! ALTER SYSTEM, SET, RESET — and nobody's value is ever replaced: CloudNativePG's per-image
 //! elements keep working behind ours. `SHOW extension_control_path` shows the merged value.
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{CStr, CString, c_char, c_void};
 use std::path::Path;
 
-use esp_resolver::path::{merge_core_path, retarget_core_path};
 use esp_resolver::Catalog;
+use esp_resolver::path::{merge_core_path, retarget_core_path};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -70,13 +70,21 @@ unsafe fn install(core: &CorePath, hook: pg_sys::GucStringCheckHook) -> pg_sys::
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_control_path(newval: *mut *mut c_char, extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_control_path(
+    newval: *mut *mut c_char,
+    extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
     // SAFETY: same contract as the hook we wrap; PREV_CONTROL_CHECK is only written in init.
     unsafe { merge_check(&CONTROL, PREV_CONTROL_CHECK, newval, extra, source) }
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_library_path(newval: *mut *mut c_char, extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_library_path(
+    newval: *mut *mut c_char,
+    extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
     // SAFETY: same contract as the hook we wrap; PREV_LIBRARY_CHECK is only written in init.
     unsafe { merge_check(&LIBRARY, PREV_LIBRARY_CHECK, newval, extra, source) }
 }

@@ -1,6 +1,6 @@
 //! The settings of extension_search_path.
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{CStr, CString, c_char, c_void};
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
@@ -61,7 +61,11 @@ pub fn trust_policy() -> esp_resolver::safe_fs::TrustPolicy {
 /// ERROR there. From the configuration file (start, reload, ALTER SYSTEM) nothing is refused:
 /// bad elements are skipped with a WARNING naming them, so the server always starts.
 #[pg_guard]
-unsafe extern "C-unwind" fn check_path(newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_path(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
     // SAFETY: the GUC machinery passes a valid pointer to a NUL-terminated string (or NULL);
     // the detail and hint strings are palloc'd for the error report that follows at once.
     unsafe {
@@ -78,7 +82,9 @@ unsafe extern "C-unwind" fn check_path(newval: *mut *mut c_char, _extra: *mut *m
         }
         let detail: Vec<String> = errors.iter().map(ToString::to_string).collect();
         let detail = CString::new(detail.join("; ")).unwrap_or_default();
-        let hint = CString::new("Elements must be absolute paths of existing directories, or $system, separated by colons.").unwrap_or_default();
+        let hint =
+            CString::new("Elements must be absolute paths of existing directories, or $system, separated by colons.")
+                .unwrap_or_default();
         pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
         pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
         false

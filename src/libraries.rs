@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use esp_resolver::libs::{plan, system_library_dirs, LibraryContext};
+use esp_resolver::libs::{LibraryContext, plan, system_library_dirs};
 use esp_resolver::{Index, SearchPath};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -62,7 +62,8 @@ pub fn prepare(name: &str, if_missing: IfMissing) {
         mark_prepared(name);
         return;
     }
-    let mut ctx = LibraryContext { image_dirs: Vec::new(), system_dirs: system_library_dirs(), loaded: loaded_objects() };
+    let mut ctx =
+        LibraryContext { image_dirs: Vec::new(), system_dirs: system_library_dirs(), loaded: loaded_objects() };
     let mut result = plan(&real, &ctx);
     if result.as_ref().is_ok_and(|p| p.missing().next().is_some()) {
         // Not in its own image nor on the system: look in the other images too.
@@ -122,7 +123,12 @@ pub fn prepare(name: &str, if_missing: IfMissing) {
     for library in &plan.load_order {
         // SAFETY: loading a shared library runs its initialisers; these are the dependencies
         // of a module PostgreSQL is about to load anyway, which would run them too.
-        match unsafe { libloading::os::unix::Library::open(Some(library), libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL) } {
+        match unsafe {
+            libloading::os::unix::Library::open(
+                Some(library),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+            )
+        } {
             // Kept loaded for the life of the process, like PostgreSQL's own modules.
             Ok(handle) => std::mem::forget(handle),
             Err(e) => ErrorReport::new(
@@ -179,7 +185,11 @@ fn library_path_dirs() -> Vec<PathBuf> {
     value
         .split(':')
         .filter(|e| !e.is_empty())
-        .map(|e| PathBuf::from(e.strip_prefix("$libdir").map(|rest| format!("{libdir}{rest}")).unwrap_or_else(|| e.to_string())))
+        .map(|e| {
+            PathBuf::from(
+                e.strip_prefix("$libdir").map(|rest| format!("{libdir}{rest}")).unwrap_or_else(|| e.to_string()),
+            )
+        })
         .collect()
 }
 

@@ -7,10 +7,10 @@
 //! derived data: rebuilt at start, on reload and before every CREATE/ALTER EXTENSION and LOAD.
 
 use std::ffi::CStr;
-use std::sync::{Arc, Mutex};
 use std::fs;
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 
 use esp_resolver::catalog::key;
 use esp_resolver::{Catalog, Index, SearchPath, SystemDirs};
@@ -95,7 +95,10 @@ pub fn index_for(value: &str) -> Arc<Index> {
 
 fn cached(value: &str, enforce: bool) -> Option<Arc<Index>> {
     let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    cache.as_ref().filter(|(v, e, index)| v == value && *e == enforce && index.is_current()).map(|(_, _, index)| index.clone())
+    cache
+        .as_ref()
+        .filter(|(v, e, index)| v == value && *e == enforce && index.is_current())
+        .map(|(_, _, index)| index.clone())
 }
 
 /// Scans `value` and makes `catalog` serve its winners. Problems are reported at `level` with
@@ -114,7 +117,13 @@ pub fn refresh_server_catalog_for_trust(enforce: bool) {
     }
 }
 
-fn refresh_with(catalog: &Catalog, value: &str, level: PgLogLevel, how: Refresh, policy: esp_resolver::safe_fs::TrustPolicy) -> Arc<Index> {
+fn refresh_with(
+    catalog: &Catalog,
+    value: &str,
+    level: PgLogLevel,
+    how: Refresh,
+    policy: esp_resolver::safe_fs::TrustPolicy,
+) -> Arc<Index> {
     if how == Refresh::IfChanged
         && let Some(index) = cached(value, policy.enforce)
     {
@@ -141,7 +150,8 @@ fn refresh_with(catalog: &Catalog, value: &str, level: PgLogLevel, how: Refresh,
         .report(PgLogLevel::WARNING),
     }
     let index = Arc::new(index);
-    let previous = CACHE.lock().unwrap_or_else(|e| e.into_inner()).replace((value.to_string(), policy.enforce, index.clone()));
+    let previous =
+        CACHE.lock().unwrap_or_else(|e| e.into_inner()).replace((value.to_string(), policy.enforce, index.clone()));
     // An index replaced here may be one inherited from the postmaster: let it go without
     // freeing it piece by piece (it is shared copy-on-write with the postmaster).
     std::mem::forget(previous);

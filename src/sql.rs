@@ -5,16 +5,15 @@
 use std::ffi::CStr;
 use std::path::PathBuf;
 
-use esp_resolver::libs::{system_library_dirs, LibraryContext};
+use esp_resolver::libs::{LibraryContext, system_library_dirs};
 use esp_resolver::name::is_valid_extension_name;
-use esp_resolver::report::{check as check_findings, image_reports, library_reports, LibraryReport};
+use esp_resolver::report::{LibraryReport, check as check_findings, image_reports, library_reports};
 use esp_resolver::{Index, SearchPath};
+use pgrx::JsonB;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::JsonB;
 
 use crate::server::locations;
-
 
 /// One extension copy: the columns declared in `copies_function!`.
 type CopyRow = (
@@ -259,18 +258,24 @@ fn settings() -> TableIterator<
     let share = loc.system.extension_dir.parent().map(text).unwrap_or_default();
     let libdir = text(&loc.system.lib_dir);
     let mut rows = Vec::new();
-    for (setting, name) in [("extension_control_path", c"extension_control_path"), ("dynamic_library_path", c"dynamic_library_path")] {
+    for (setting, name) in
+        [("extension_control_path", c"extension_control_path"), ("dynamic_library_path", c"dynamic_library_path")]
+    {
         let source = option_source(name);
         for (i, element) in current_setting(name).split(':').filter(|e| !e.is_empty()).enumerate() {
             let (dir, origin) = match element {
                 "$system" => (format!("{share}/extension"), "PostgreSQL ($system)".to_string()),
-                e if e.starts_with("$libdir") => (e.replacen("$libdir", &libdir, 1), "PostgreSQL ($libdir)".to_string()),
+                e if e.starts_with("$libdir") => {
+                    (e.replacen("$libdir", &libdir, 1), "PostgreSQL ($libdir)".to_string())
+                }
                 e if e.starts_with(&root) => {
-                    let dir = if setting == "extension_control_path" { format!("{e}/extension") } else { e.to_string() };
+                    let dir =
+                        if setting == "extension_control_path" { format!("{e}/extension") } else { e.to_string() };
                     (dir, "extension_search_path catalog".to_string())
                 }
                 e => {
-                    let dir = if setting == "extension_control_path" { format!("{e}/extension") } else { e.to_string() };
+                    let dir =
+                        if setting == "extension_control_path" { format!("{e}/extension") } else { e.to_string() };
                     (dir, format!("operator ({source})"))
                 }
             };
@@ -284,14 +289,23 @@ fn settings() -> TableIterator<
             esp_resolver::Element::System if parsed.implicit_system && i + 1 == parsed.elements.len() => {
                 ("$system".to_string(), share.clone(), "implicit: searched last".to_string())
             }
-            esp_resolver::Element::System => ("$system".to_string(), share.clone(), "extension_search_path.path".to_string()),
+            esp_resolver::Element::System => {
+                ("$system".to_string(), share.clone(), "extension_search_path.path".to_string())
+            }
             esp_resolver::Element::Prefix(p) => (text(p), text(p), "extension_search_path.path".to_string()),
         };
         let exists = PathBuf::from(&dir).is_dir();
         rows.push(("extension_search_path.path".to_string(), i as i32 + 1, elem, dir, origin, exists));
     }
     for problem in &parsed.problems {
-        rows.push(("extension_search_path.path".to_string(), 0, problem.subject.trim_matches('"').to_string(), String::new(), format!("ignored: {}", problem.message), false));
+        rows.push((
+            "extension_search_path.path".to_string(),
+            0,
+            problem.subject.trim_matches('"').to_string(),
+            String::new(),
+            format!("ignored: {}", problem.message),
+            false,
+        ));
     }
     TableIterator::new(rows)
 }
@@ -322,7 +336,9 @@ fn option_source(name: &CStr) -> String {
         pg_sys::GucSource::PGC_S_DATABASE_USER => "database user",
         pg_sys::GucSource::PGC_S_CLIENT => "client",
         pg_sys::GucSource::PGC_S_OVERRIDE => "override",
-        pg_sys::GucSource::PGC_S_INTERACTIVE | pg_sys::GucSource::PGC_S_TEST | pg_sys::GucSource::PGC_S_SESSION => "session",
+        pg_sys::GucSource::PGC_S_INTERACTIVE | pg_sys::GucSource::PGC_S_TEST | pg_sys::GucSource::PGC_S_SESSION => {
+            "session"
+        }
         _ => "unknown",
     }
     .to_string()
@@ -335,7 +351,13 @@ fn option_source(name: &CStr) -> String {
 #[pg_extern]
 fn check() -> TableIterator<
     'static,
-    (name!(severity, String), name!(image, Option<String>), name!(extension, Option<String>), name!(message, String), name!(hint, String)),
+    (
+        name!(severity, String),
+        name!(image, Option<String>),
+        name!(extension, Option<String>),
+        name!(message, String),
+        name!(hint, String),
+    ),
 > {
     let index = crate::libraries::session_index();
     let libraries = library_reports(&index, &library_context(&index));

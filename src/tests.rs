@@ -13,8 +13,11 @@ mod tests {
     /// A fresh prefix under the temporary directory, readable by the server.
     fn prefix() -> PathBuf {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir()
-            .join(format!("esp-pgtest-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "esp-pgtest-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         dir
@@ -88,7 +91,9 @@ mod tests {
         assert_eq!(one("SELECT esp_rfc_version()"), "1.1");
         assert_eq!(one("SELECT extversion FROM pg_extension WHERE extname = 'esp_rfc'"), "1.1");
         assert_eq!(
-            one("SELECT string_agg(version, ',' ORDER BY version) FROM pg_available_extension_versions WHERE name = 'esp_rfc'"),
+            one(
+                "SELECT string_agg(version, ',' ORDER BY version) FROM pg_available_extension_versions WHERE name = 'esp_rfc'"
+            ),
             "1.0,1.1"
         );
         Spi::run("DROP EXTENSION esp_rfc").unwrap();
@@ -117,9 +122,7 @@ mod tests {
         set_path(&format!("{}:{}", first.display(), second.display()));
         Spi::run("CREATE EXTENSION esp_dup").unwrap();
         assert_eq!(one("SELECT esp_dup_version()"), "1.0");
-        let rows = one(
-            "SELECT string_agg(layout || ':' || winner, ',') FROM extension_search_path.resolve('esp_dup')",
-        );
+        let rows = one("SELECT string_agg(layout || ':' || winner, ',') FROM extension_search_path.resolve('esp_dup')");
         assert_eq!(rows, "cnpg:true,rfc:false");
     }
 
@@ -133,7 +136,9 @@ mod tests {
         assert_eq!(one("SELECT esp_late_version()"), "1.1");
     }
 
-    #[pg_test(error = "invalid value for parameter \"extension_search_path.path\": \"relative/dir::/does/not/exist:$system/x\"")]
+    #[pg_test(
+        error = "invalid value for parameter \"extension_search_path.path\": \"relative/dir::/does/not/exist:$system/x\""
+    )]
     fn bad_elements_are_refused_when_set_interactively() {
         set_path("relative/dir::/does/not/exist:$system/x");
     }

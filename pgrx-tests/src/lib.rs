@@ -6,8 +6,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 /// The repository's root (for scripts/).
@@ -38,11 +38,7 @@ fn run_with_input(cmd: &mut Command, input: &str) -> Result<String, String> {
     child.stdin.take().unwrap().write_all(input.as_bytes()).map_err(|e| e.to_string())?;
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!("{}{}", String::from_utf8_lossy(&out.stderr), stdout))
-    }
+    if out.status.success() { Ok(stdout) } else { Err(format!("{}{}", String::from_utf8_lossy(&out.stderr), stdout)) }
 }
 
 fn as_postgres(program: &Path) -> Command {
@@ -81,8 +77,11 @@ pub fn oci_image(dir: &Path, tag: &str, oci: &Path) -> String {
 /// kubelet's image volume would present it.
 pub fn umoci_unpack(oci: &Path, tag: &str, rootfs: &Path) {
     fs::create_dir_all(rootfs.parent().unwrap()).unwrap();
-    run(Command::new("umoci").args(["raw", "unpack", "--rootless", "--image"]).arg(format!("{}:{tag}", oci.display())).arg(rootfs))
-        .unwrap_or_else(|e| panic!("umoci unpack {}: {e}", oci.display()));
+    run(Command::new("umoci")
+        .args(["raw", "unpack", "--rootless", "--image"])
+        .arg(format!("{}:{tag}", oci.display()))
+        .arg(rootfs))
+    .unwrap_or_else(|e| panic!("umoci unpack {}: {e}", oci.display()));
     run_chmod_readable(rootfs);
 }
 
@@ -157,8 +156,10 @@ impl Server {
         let data = dir.path().join("data");
         fs::create_dir(&data).unwrap();
         run(Command::new("chown").arg("postgres").arg(&data)).unwrap();
-        run(as_postgres(&pg_bin().join("initdb")).args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&data))
-            .unwrap_or_else(|e| panic!("initdb: {e}"));
+        run(as_postgres(&pg_bin().join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data))
+        .unwrap_or_else(|e| panic!("initdb: {e}"));
         let base = 20000 + (std::process::id() % 2000) as u16 * 10;
         let port = base + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 10;
         let server = Server { _dir: dir, data, port, running: false };
@@ -201,7 +202,12 @@ impl Server {
 
     pub fn try_start(&mut self) -> Result<(), String> {
         let log = self.data.join("server.log");
-        run(as_postgres(&pg_bin().join("pg_ctl")).args(["-w", "-t", "60", "-D"]).arg(&self.data).arg("-l").arg(&log).arg("start"))?;
+        run(as_postgres(&pg_bin().join("pg_ctl"))
+            .args(["-w", "-t", "60", "-D"])
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&log)
+            .arg("start"))?;
         self.running = true;
         Ok(())
     }
@@ -232,7 +238,8 @@ impl Server {
 
     pub fn stop(&mut self) {
         if self.running {
-            let _ = run(as_postgres(&pg_bin().join("pg_ctl")).args(["-w", "-m", "fast", "-D"]).arg(&self.data).arg("stop"));
+            let _ =
+                run(as_postgres(&pg_bin().join("pg_ctl")).args(["-w", "-m", "fast", "-D"]).arg(&self.data).arg("stop"));
             self.running = false;
         }
     }
@@ -281,7 +288,8 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if self.running {
-            let _ = run(as_postgres(&pg_bin().join("pg_ctl")).args(["-m", "immediate", "-D"]).arg(&self.data).arg("stop"));
+            let _ =
+                run(as_postgres(&pg_bin().join("pg_ctl")).args(["-m", "immediate", "-D"]).arg(&self.data).arg("stop"));
         }
     }
 }
@@ -316,7 +324,11 @@ pub fn pg_module_source(function: &str, prelude: &str, expr: &str) -> String {
 pub fn sql_extension(image: &Path, name: &str, script: &str) {
     let dir = image.join("share/extension");
     fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join(format!("{name}.control")), format!("default_version = '1.0'\nmodule_pathname = '$libdir/{name}'\nrelocatable = true\n")).unwrap();
+    fs::write(
+        dir.join(format!("{name}.control")),
+        format!("default_version = '1.0'\nmodule_pathname = '$libdir/{name}'\nrelocatable = true\n"),
+    )
+    .unwrap();
     fs::write(dir.join(format!("{name}--1.0.sql")), script).unwrap();
 }
 

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use esp_e2e::{deb, mkimage, oci_image, repo, tempdir, umoci_unpack, Server};
+use esp_e2e::{Server, deb, mkimage, oci_image, repo, tempdir, umoci_unpack};
 
 /// Builds an OCI image from `source` in `layout` and unpacks it; returns the rootfs.
 fn image(root: &Path, name: &str, layout: &str, source: &str) -> PathBuf {
@@ -30,7 +30,9 @@ fn oci_images_mounted_read_only_are_served_by_one_setting() {
     let version = fs::read_dir(pkg.join("extension_search_path/share/extension"))
         .unwrap()
         .flatten()
-        .find_map(|e| e.file_name().to_str()?.strip_prefix("extension_search_path--")?.strip_suffix(".sql").map(String::from))
+        .find_map(|e| {
+            e.file_name().to_str()?.strip_prefix("extension_search_path--")?.strip_suffix(".sql").map(String::from)
+        })
         .unwrap();
     let ours = root.join("unpacked/extension_search_path");
     umoci_unpack(&pkg.join("oci"), &version, &ours);
@@ -63,7 +65,10 @@ fn oci_images_mounted_read_only_are_served_by_one_setting() {
     // the postmaster loaded this extension from its image
     let pid = fs::read_to_string(s.data.join("postmaster.pid")).unwrap().lines().next().unwrap().to_string();
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    assert!(maps.contains(&format!("{ext}/extension_search_path/lib/extension_search_path.so")), "not loaded from the image");
+    assert!(
+        maps.contains(&format!("{ext}/extension_search_path/lib/extension_search_path.so")),
+        "not loaded from the image"
+    );
 
     s.sql("CREATE EXTENSION extension_search_path; CREATE EXTENSION hstore; CREATE EXTENSION earthdistance CASCADE; CREATE EXTENSION jsquery;");
     assert_eq!(s.sql("SELECT ('a=>1'::hstore) -> 'a'"), "1");

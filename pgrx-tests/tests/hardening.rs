@@ -3,12 +3,12 @@
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use esp_e2e::{fixtures, mkimage, run_chmod_readable, tempdir, Server};
+use esp_e2e::{Server, fixtures, mkimage, run_chmod_readable, tempdir};
 
 #[test]
 fn interactive_set_refuses_bad_values_with_a_clear_error() {
@@ -25,7 +25,10 @@ fn interactive_set_refuses_bad_values_with_a_clear_error() {
         assert!(err.contains(detail), "{value}: {err}");
         assert!(err.contains("HINT:  Elements must be absolute paths of existing directories"), "{err}");
     }
-    let out = s.try_sql(&format!("SET extension_search_path.path = '$system::{}'; SHOW extension_search_path.path", fixtures().prefix("cnpg")));
+    let out = s.try_sql(&format!(
+        "SET extension_search_path.path = '$system::{}'; SHOW extension_search_path.path",
+        fixtures().prefix("cnpg")
+    ));
     assert!(out.is_ok(), "empty elements only warn: {out:?}");
     let err = s.sql_err("CREATE ROLE r; ALTER ROLE r SET extension_search_path.path = 'relative'");
     assert!(err.contains("invalid value for parameter"), "{err}");
@@ -44,7 +47,10 @@ fn bad_values_from_the_configuration_file_never_stop_the_server() {
     s.sql("CREATE EXTENSION hstore");
     s.restart();
     let log = s.log();
-    assert!(log.contains("\"relative\": relative path element ignored") && log.contains("/nope: could not read directory"), "{log}");
+    assert!(
+        log.contains("\"relative\": relative path element ignored") && log.contains("/nope: could not read directory"),
+        "{log}"
+    );
     assert_eq!(s.sql("SELECT ('a=>1'::hstore) -> 'a'"), "1");
     s.assert_no_crash();
 }
@@ -108,7 +114,10 @@ fn hostile_trees_never_hang_crash_or_hide_good_images() {
     assert!(found.contains("is too long: PostgreSQL handles file names up to 1023 bytes"), "{found}");
     assert!(found.contains("noise.control"), "{found}");
     assert!(found.contains("seg--1.4.control") && found.contains("not a regular file"), "{found}");
-    assert!(found.contains(&format!("{}: could not read directory: Permission denied", p.join("secret").display())), "{found}");
+    assert!(
+        found.contains(&format!("{}: could not read directory: Permission denied", p.join("secret").display())),
+        "{found}"
+    );
     assert!(found.contains("noise.control\" cannot be used"), "{found}");
     assert!(started.elapsed() < Duration::from_secs(120), "took {:?}", started.elapsed());
     s.assert_no_crash();
@@ -124,7 +133,10 @@ fn untrusted_files_are_refused_until_the_server_is_told_otherwise() {
     let err = s.sql_err("CREATE EXTENSION seg");
     assert!(err.contains("extension \"seg\" is not available"), "{err}");
     let log = s.log();
-    assert!(log.contains("seg.control: not trusted, left out: ") && log.contains("is writable by group or others"), "{log}");
+    assert!(
+        log.contains("seg.control: not trusted, left out: ") && log.contains("is writable by group or others"),
+        "{log}"
+    );
     let err = s.sql_err("SET extension_search_path.trusted_files_only = off");
     assert!(err.contains("cannot be changed now"), "server-wide only: {err}");
     s.sql("ALTER SYSTEM SET extension_search_path.trusted_files_only = off");

@@ -1,7 +1,7 @@
 //! End to end: modules in images with bundled dependency libraries, preloading by bare name,
 //! LOAD with `$libdir/`, errors that name what is missing, collisions between images.
 
-use esp_e2e::{c_fixtures, deb, fixtures, mkimage, Server};
+use esp_e2e::{Server, c_fixtures, deb, fixtures, mkimage};
 
 fn c_prefix() -> String {
     c_fixtures().prefix("c")
@@ -49,7 +49,9 @@ fn a_library_that_exists_nowhere_is_named_with_what_was_searched() {
     let s = Server::with_path(&format!("$system:{}", c_prefix()), &[]);
     let err = s.sql_err("CREATE EXTENSION esp_ghost");
     assert!(
-        err.contains("ERROR:  could not load library \"$libdir/esp_ghost\": required library \"libesp_ghost.so.1\" was not found"),
+        err.contains(
+            "ERROR:  could not load library \"$libdir/esp_ghost\": required library \"libesp_ghost.so.1\" was not found"
+        ),
         "{err}"
     );
     let image = format!("{}/esp_ghost", c_prefix());
@@ -68,7 +70,8 @@ fn a_library_that_exists_nowhere_is_named_with_what_was_searched() {
 fn same_named_modules_in_two_images_resolve_by_prefix_order() {
     let (first, second) = (c_fixtures().prefix("first"), c_fixtures().prefix("second"));
     let s = Server::with_path(&format!("{first}:{second}"), &[]);
-    let create = "CREATE FUNCTION esp_collide_value() RETURNS int AS '$libdir/esp_collide', 'esp_collide_value' LANGUAGE C";
+    let create =
+        "CREATE FUNCTION esp_collide_value() RETURNS int AS '$libdir/esp_collide', 'esp_collide_value' LANGUAGE C";
     s.sql(create);
     assert_eq!(s.sql("SELECT esp_collide_value()"), "1");
     let flipped = format!("{second}:{first}");
@@ -88,7 +91,10 @@ fn contrib_modules_load_and_preload_from_images() {
     let path = format!("$system:{}", prefix.display());
     // LOAD-only module, no control file
     let s = Server::with_path(&path, &[]);
-    assert_eq!(s.sql("LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SHOW auto_explain.log_min_duration"), "0");
+    assert_eq!(
+        s.sql("LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SHOW auto_explain.log_min_duration"),
+        "0"
+    );
     assert_eq!(s.sql("LOAD '$libdir/auto_explain'; SHOW auto_explain.log_analyze"), "off");
     drop(s);
     // preloaded by bare name, only in images

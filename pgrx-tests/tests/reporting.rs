@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use esp_e2e::{cc, deb, fixtures, mkimage, pg_module_source, tempdir, Server};
+use esp_e2e::{Server, cc, deb, fixtures, mkimage, pg_module_source, tempdir};
 
 fn preloaded(path: &str) -> Server {
     let mut s = Server::new(&[
@@ -30,8 +30,13 @@ fn images_shows_read_only_mounts_and_plain_directories() {
         "shared_preload_libraries = 'extension_search_path'",
         &format!("extension_search_path.path = '$system:{}'", prefix.display()),
     ]);
-    s.start_with_read_only_mounts(&[(&built.join("hstore"), &prefix.join("hstore")), (&built.join("cube"), &prefix.join("cube"))]);
-    s.sql("CREATE EXTENSION extension_search_path; CREATE EXTENSION hstore; CREATE EXTENSION cube; CREATE EXTENSION seg;");
+    s.start_with_read_only_mounts(&[
+        (&built.join("hstore"), &prefix.join("hstore")),
+        (&built.join("cube"), &prefix.join("cube")),
+    ]);
+    s.sql(
+        "CREATE EXTENSION extension_search_path; CREATE EXTENSION hstore; CREATE EXTENSION cube; CREATE EXTENSION seg;",
+    );
     assert_eq!(s.sql("SELECT ('a=>1'::hstore) -> 'a'"), "1", "served from a read-only mount");
     let rows = s.sql(
         "SELECT name || ':' || layout || ':' || mount_point || ':' || read_only || ':' || array_to_string(extensions, ',') \
@@ -39,7 +44,10 @@ fn images_shows_read_only_mounts_and_plain_directories() {
     );
     assert_eq!(rows, "cube:rfc:true:true:cube\nhstore:cnpg:true:true:hstore\nseg:cnpg:false:false:seg");
     assert_eq!(s.sql("SELECT metadata->>'version' FROM extension_search_path.images() WHERE name = 'cube'"), "1.5.0");
-    assert_eq!(s.sql("SELECT count(*) FROM extension_search_path.images() WHERE size_bytes > 0 AND fs_type IS NOT NULL"), "3");
+    assert_eq!(
+        s.sql("SELECT count(*) FROM extension_search_path.images() WHERE size_bytes > 0 AND fs_type IS NOT NULL"),
+        "3"
+    );
     s.assert_no_crash();
 }
 
@@ -132,7 +140,9 @@ fn operator_elements_show_their_source_in_settings() {
     let s = Server::with_path("$system", &[&format!("extension_control_path = '$system:{op}/share'")]);
     s.sql("CREATE EXTENSION extension_search_path");
     assert_eq!(
-        s.sql(&format!("SELECT origin || ' ' || exists FROM extension_search_path.settings() WHERE element = '{op}/share'")),
+        s.sql(&format!(
+            "SELECT origin || ' ' || exists FROM extension_search_path.settings() WHERE element = '{op}/share'"
+        )),
         "operator (configuration file) true"
     );
 }

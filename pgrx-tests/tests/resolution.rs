@@ -2,10 +2,14 @@
 //! Debian binary packages), nothing in extension_control_path or dynamic_library_path edited by
 //! the tests unless a test is about an operator's value.
 
-use esp_e2e::{fixtures, mkimage, Server};
+use esp_e2e::{Server, fixtures, mkimage};
 
 fn path(prefixes: &[&str]) -> String {
-    prefixes.iter().map(|p| if *p == "$system" { p.to_string() } else { fixtures().prefix(p) }).collect::<Vec<_>>().join(":")
+    prefixes
+        .iter()
+        .map(|p| if *p == "$system" { p.to_string() } else { fixtures().prefix(p) })
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[test]
@@ -41,7 +45,9 @@ fn update_from_an_old_version_along_update_scripts() {
 fn cascade_pulls_a_requirement_from_another_image_in_another_layout() {
     let s = Server::with_path(&path(&["$system", "cnpg", "rfc"]), &[]);
     s.sql("CREATE EXTENSION extension_search_path");
-    let out = s.sql("CREATE EXTENSION earthdistance CASCADE; SELECT earth_distance(ll_to_earth(0, 0), ll_to_earth(0, 1))::int");
+    let out = s.sql(
+        "CREATE EXTENSION earthdistance CASCADE; SELECT earth_distance(ll_to_earth(0, 0), ll_to_earth(0, 1))::int",
+    );
     assert_eq!(out, "111320");
     assert_eq!(
         s.sql(
@@ -101,7 +107,10 @@ fn operator_set_core_paths_are_kept_and_merged() {
     let op = fixtures().prefix("operator/isn");
     let s = Server::with_path(
         &path(&["$system", "cnpg"]),
-        &[&format!("extension_control_path = '$system:{op}/share'"), &format!("dynamic_library_path = '$libdir:{op}/lib'")],
+        &[
+            &format!("extension_control_path = '$system:{op}/share'"),
+            &format!("dynamic_library_path = '$libdir:{op}/lib'"),
+        ],
     );
     s.sql("CREATE EXTENSION isn; CREATE EXTENSION hstore;");
     assert_eq!(s.sql("SELECT isbn('978-0-393-04002-9')::text"), "0-393-04002-X");
@@ -144,7 +153,12 @@ fn a_path_changed_by_reload_or_set_takes_effect_without_restart() {
     assert!(err.contains("extension \"cube\" is not available"), "{err}");
     // SET: this session only, C functions answer in it
     let rfc = path(&["rfc"]);
-    assert_eq!(s.sql(&format!("SET extension_search_path.path = '{rfc}'; CREATE EXTENSION cube; SELECT cube_dim('(1)'::cube)")), "1");
+    assert_eq!(
+        s.sql(&format!(
+            "SET extension_search_path.path = '{rfc}'; CREATE EXTENSION cube; SELECT cube_dim('(1)'::cube)"
+        )),
+        "1"
+    );
     s.sql("DROP EXTENSION cube");
     // reload: every new backend
     let both = path(&["$system", "rfc"]);

@@ -21,13 +21,13 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::os::unix::fs::{DirBuilderExt, symlink};
 use std::path::{Path, PathBuf};
 
-use crate::control::{quote, ControlFile};
+use crate::Problem;
+use crate::control::{ControlFile, quote};
 use crate::index::{Index, Layout};
 use crate::safe_fs::TrustPolicy;
-use crate::Problem;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Catalog {
@@ -102,7 +102,9 @@ impl Catalog {
                 Ok(text) => {
                     controls.insert(format!("{}.control", copy.name).into(), text.into_bytes());
                 }
-                Err(message) => report.problems.push(Problem { subject: copy.control_file.display().to_string(), message }),
+                Err(message) => {
+                    report.problems.push(Problem { subject: copy.control_file.display().to_string(), message })
+                }
             }
         }
         let mut links: BTreeMap<OsString, PathBuf> = BTreeMap::new();
@@ -120,8 +122,20 @@ impl Catalog {
         report.extensions = controls.len();
         report.libraries = links.len();
 
-        sync_dir(&self.control_dir(), &controls, &mut report, |path| fs::read(path).ok(), |tmp, content| fs::write(tmp, content))?;
-        sync_dir(&self.library_dir(), &links, &mut report, |path| fs::read_link(path).ok(), |tmp, target| symlink(target, tmp))?;
+        sync_dir(
+            &self.control_dir(),
+            &controls,
+            &mut report,
+            |path| fs::read(path).ok(),
+            |tmp, content| fs::write(tmp, content),
+        )?;
+        sync_dir(
+            &self.library_dir(),
+            &links,
+            &mut report,
+            |path| fs::read_link(path).ok(),
+            |tmp, target| symlink(target, tmp),
+        )?;
         Ok(report)
     }
 }
@@ -169,8 +183,12 @@ fn sync_dir<V: PartialEq>(
 
 /// The control file PostgreSQL reads from the catalog: the original text, plus an absolute
 /// `directory` so scripts and secondary control files come from the real directory.
-pub fn generated_control(copy: &crate::ExtensionCopy, distrust: &dyn Fn(&Path) -> Option<String>) -> Result<String, String> {
-    let mut text = crate::safe_fs::read_text(&copy.control_file).map_err(|e| format!("could not read control file: {e}"))?;
+pub fn generated_control(
+    copy: &crate::ExtensionCopy,
+    distrust: &dyn Fn(&Path) -> Option<String>,
+) -> Result<String, String> {
+    let mut text =
+        crate::safe_fs::read_text(&copy.control_file).map_err(|e| format!("could not read control file: {e}"))?;
     let control = ControlFile::parse(&text)?;
     control.validate(false)?;
     if control.get("directory").is_some_and(|d| Path::new(d).is_absolute()) {

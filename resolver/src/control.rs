@@ -110,7 +110,8 @@ pub fn check_secondary_controls(name: &str, scripts: &Path) -> Result<(), String
         let file = entry.file_name();
         let Some(file) = file.to_str().filter(|f| f.starts_with(&prefix) && f.ends_with(".control")) else { continue };
         let path = entry.path();
-        let text = crate::safe_fs::read_text(&path).map_err(|e| format!("secondary control file \"{}\": {e}", path.display()))?;
+        let text = crate::safe_fs::read_text(&path)
+            .map_err(|e| format!("secondary control file \"{}\": {e}", path.display()))?;
         ControlFile::parse(&text)
             .and_then(|c| c.validate(true))
             .map_err(|e| format!("secondary control file \"{}\" ({file}): {e}", path.display()))?;
@@ -226,7 +227,8 @@ mod tests {
 
     #[test]
     fn forms_postgres_accepts() {
-        let c = ControlFile::parse("a 1\nb=two # c\n  c = 'x' # y\nrequires = 'cube, earthdistance'\nd '\\101'").unwrap();
+        let c =
+            ControlFile::parse("a 1\nb=two # c\n  c = 'x' # y\nrequires = 'cube, earthdistance'\nd '\\101'").unwrap();
         assert_eq!(c.get("a"), Some("1"));
         assert_eq!(c.get("b"), Some("two"));
         assert_eq!(c.get("c"), Some("x"));

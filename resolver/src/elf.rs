@@ -43,7 +43,8 @@ pub fn machine_name(machine: u16) -> String {
 
 /// Reads the dynamic section of the shared object at `path` (a regular file; symlinks followed).
 pub fn read_elf(path: &Path) -> Result<ElfInfo, String> {
-    let bytes = crate::safe_fs::read_regular(path, crate::safe_fs::MAX_LIBRARY_FILE).map_err(|e| format!("could not read \"{}\": {e}", path.display()))?;
+    let bytes = crate::safe_fs::read_regular(path, crate::safe_fs::MAX_LIBRARY_FILE)
+        .map_err(|e| format!("could not read \"{}\": {e}", path.display()))?;
     parse_elf(&bytes).map_err(|e| format!("\"{}\" is not a valid ELF shared object: {e}", path.display()))
 }
 
@@ -54,9 +55,8 @@ pub fn parse_elf(bytes: &[u8]) -> Result<ElfInfo, String> {
     for list in elf.rpaths.iter().chain(elf.runpaths.iter()) {
         search_paths.extend(list.split(':').filter(|s| !s.is_empty()).map(String::from));
     }
-    let is_pg_module = elf.dynsyms.iter().any(|sym| {
-        sym.st_shndx != 0 && elf.dynstrtab.get_at(sym.st_name) == Some("Pg_magic_func")
-    });
+    let is_pg_module =
+        elf.dynsyms.iter().any(|sym| sym.st_shndx != 0 && elf.dynstrtab.get_at(sym.st_name) == Some("Pg_magic_func"));
     Ok(ElfInfo {
         soname: elf.soname.map(String::from),
         needed: elf.libraries.iter().map(|s| s.to_string()).collect(),

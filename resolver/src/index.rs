@@ -8,9 +8,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crate::Problem;
 use crate::path::{Element, SearchPath};
 use crate::scan::{self, Found, SystemDirs};
-use crate::Problem;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Layout {
@@ -53,7 +53,8 @@ pub struct ExtensionCopy {
 impl ExtensionCopy {
     /// Reads and parses this copy's control file.
     pub fn read_control(&self) -> Result<crate::control::ControlFile, String> {
-        let text = crate::safe_fs::read_text(&self.control_file).map_err(|e| format!("could not read control file: {e}"))?;
+        let text =
+            crate::safe_fs::read_text(&self.control_file).map_err(|e| format!("could not read control file: {e}"))?;
         crate::control::ControlFile::parse(&text)
     }
 
@@ -152,8 +153,13 @@ impl Index {
         }
         let Found { images, mut extensions, mut libraries, problems: scan_problems } = found;
         extensions.sort_by(|a, b| {
-            (a.name.as_str(), a.element, !a.eponymous(), a.dir.as_path(), a.layout)
-                .cmp(&(b.name.as_str(), b.element, !b.eponymous(), b.dir.as_path(), b.layout))
+            (a.name.as_str(), a.element, !a.eponymous(), a.dir.as_path(), a.layout).cmp(&(
+                b.name.as_str(),
+                b.element,
+                !b.eponymous(),
+                b.dir.as_path(),
+                b.layout,
+            ))
         });
         libraries.sort_by(|a, b| {
             (&a.file_name, a.element, !a.eponymous(), &a.dir).cmp(&(&b.file_name, b.element, !b.eponymous(), &b.dir))
@@ -280,10 +286,12 @@ fn fingerprint(path: &SearchPath, system: &SystemDirs) -> Vec<(PathBuf, Option<s
             Element::Prefix(p) => dirs.push(p.clone()),
         }
     }
-    dirs.into_iter().map(|d| {
-        let m = modified(&d);
-        (d, m)
-    }).collect()
+    dirs.into_iter()
+        .map(|d| {
+            let m = modified(&d);
+            (d, m)
+        })
+        .collect()
 }
 
 fn winners_by<'a, T, K: PartialEq + ?Sized + 'a>(

@@ -104,7 +104,13 @@ pub fn plan(module: &Path, ctx: &LibraryContext) -> Result<Plan, String> {
 
 const MAX_DEPTH: usize = 64;
 
-fn visit(object: &Path, ctx: &LibraryContext, seen: &mut HashSet<String>, plan: &mut Plan, depth: usize) -> Result<(), String> {
+fn visit(
+    object: &Path,
+    ctx: &LibraryContext,
+    seen: &mut HashSet<String>,
+    plan: &mut Plan,
+    depth: usize,
+) -> Result<(), String> {
     let info = read_elf(object)?;
     if depth > MAX_DEPTH {
         return Ok(());
@@ -143,7 +149,12 @@ fn visit(object: &Path, ctx: &LibraryContext, seen: &mut HashSet<String>, plan: 
             visit(p, ctx, seen, plan, depth + 1)?;
             plan.load_order.push(p.clone());
         }
-        plan.dependencies.push(Dependency { soname: soname.clone(), needed_by: object.to_path_buf(), resolution, searched });
+        plan.dependencies.push(Dependency {
+            soname: soname.clone(),
+            needed_by: object.to_path_buf(),
+            resolution,
+            searched,
+        });
     }
     Ok(())
 }

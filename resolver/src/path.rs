@@ -38,7 +38,10 @@ impl SearchPath {
         if value.len() > MAX_VALUE_LEN {
             problems.push(Problem {
                 subject: "extension_search_path.path".into(),
-                message: format!("value is {} bytes long, more than {MAX_VALUE_LEN}: ignored, only $system is searched", value.len()),
+                message: format!(
+                    "value is {} bytes long, more than {MAX_VALUE_LEN}: ignored, only $system is searched",
+                    value.len()
+                ),
             });
             return SearchPath { elements: vec![Element::System], implicit_system: true, problems };
         }
@@ -92,8 +95,12 @@ pub fn interactive_errors(value: &str) -> Vec<Problem> {
         if let Element::Prefix(dir) = element {
             match std::fs::metadata(dir) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => errors.push(Problem { subject: dir.display().to_string(), message: "is not a directory".into() }),
-                Err(e) => errors.push(Problem { subject: dir.display().to_string(), message: format!("cannot be used: {e}") }),
+                Ok(_) => {
+                    errors.push(Problem { subject: dir.display().to_string(), message: "is not a directory".into() })
+                }
+                Err(e) => {
+                    errors.push(Problem { subject: dir.display().to_string(), message: format!("cannot be used: {e}") })
+                }
             }
         }
     }
@@ -226,7 +233,10 @@ mod tests {
         let once = merge_core_path("/x:$system", ours, "/data/esp/");
         assert_eq!(merge_core_path(&once, ours, "/data/esp/"), once);
         // moved to the front, not repeated
-        assert_eq!(merge_core_path("$system:/data/esp/server/share", ours, "/data/esp/"), "/data/esp/server/share:$system");
+        assert_eq!(
+            merge_core_path("$system:/data/esp/server/share", ours, "/data/esp/"),
+            "/data/esp/server/share:$system"
+        );
         assert_eq!(merge_core_path("", ours, "/data/esp/"), ours);
         // a value naming a session catalog was written by us: untouched
         let session = "/data/esp/session-1/share:$system";

@@ -5,10 +5,10 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::elf::{machine_name, read_elf, HOST_MACHINE};
+use crate::elf::{HOST_MACHINE, machine_name, read_elf};
 use crate::index::{ExtensionCopy, Image, Index, Layout};
-use crate::libs::{plan, LibraryContext, Resolution};
-use crate::mounts::{mount_of, Mount};
+use crate::libs::{LibraryContext, Resolution, plan};
+use crate::mounts::{Mount, mount_of};
 use crate::versions::Versions;
 
 /// Entries visited when sizing an image; a larger tree is reported as at least this big.
@@ -42,7 +42,10 @@ pub fn image_reports(index: &Index, mounts: &[Mount]) -> Vec<ImageReport> {
 fn image_report(index: &Index, image: &Image, mounts: &[Mount]) -> ImageReport {
     let copies: Vec<&ExtensionCopy> = index.extensions.iter().filter(|c| c.dir == image.dir).collect();
     let has = |layout| copies.iter().any(|c| c.layout == layout);
-    let layout = match (has(Layout::Rfc), has(Layout::Cnpg) || image.dir.join("share").is_dir() || image.dir.join("lib").is_dir()) {
+    let layout = match (
+        has(Layout::Rfc),
+        has(Layout::Cnpg) || image.dir.join("share").is_dir() || image.dir.join("lib").is_dir(),
+    ) {
         (true, true) if has(Layout::Cnpg) => "rfc+cnpg",
         (true, _) => "rfc",
         (false, true) => "cnpg",
@@ -89,7 +92,10 @@ fn read_metadata(dir: &Path) -> (Option<PathBuf>, Option<serde_json::Value>, Opt
         if !fs::metadata(&path).map(|m| m.is_file()).unwrap_or(false) {
             continue;
         }
-        return match crate::safe_fs::read_regular(&path, crate::safe_fs::MAX_TEXT_FILE).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+        return match crate::safe_fs::read_regular(&path, crate::safe_fs::MAX_TEXT_FILE)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
             Ok(value) => (Some(path), Some(value), None),
             Err(e) => (Some(path), None, Some(e)),
         };
@@ -185,7 +191,11 @@ fn library_report(path: PathBuf, image: &Image, ctx: &LibraryContext, winner: bo
                 report.needed.push(dep.soname.clone());
                 report.resolved.push(match &dep.resolution {
                     Resolution::Loaded | Resolution::NotFound => dep.resolution.kind().to_string(),
-                    other => format!("{} ({})", other.path().map(|p| p.display().to_string()).unwrap_or_default(), other.kind()),
+                    other => format!(
+                        "{} ({})",
+                        other.path().map(|p| p.display().to_string()).unwrap_or_default(),
+                        other.kind()
+                    ),
                 });
             }
             report.missing = plan.missing().map(|d| d.soname.clone()).collect();
@@ -234,7 +244,13 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
         })
     };
     for problem in &index.problems {
-        add(Severity::Warning, None, None, problem.to_string(), "Fix extension_search_path.path: elements must be absolute directories the server can read, or $system.");
+        add(
+            Severity::Warning,
+            None,
+            None,
+            problem.to_string(),
+            "Fix extension_search_path.path: elements must be absolute directories the server can read, or $system.",
+        );
     }
     for copy in index.extensions.iter().filter(|c| c.layout != Layout::System) {
         let image = Some(copy.dir.as_path());
@@ -242,17 +258,35 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
         let control = match copy.read_control() {
             Ok(control) => control,
             Err(e) => {
-                add(Severity::Error, image, name, format!("control file \"{}\" cannot be used: {e}", copy.control_file.display()), "Fix the control file's syntax; the extension is left out until then.");
+                add(
+                    Severity::Error,
+                    image,
+                    name,
+                    format!("control file \"{}\" cannot be used: {e}", copy.control_file.display()),
+                    "Fix the control file's syntax; the extension is left out until then.",
+                );
                 continue;
             }
         };
         if let Err(e) = control.validate(false) {
-            add(Severity::Error, image, name, format!("control file \"{}\" cannot be used: {e}", copy.control_file.display()), "PostgreSQL refuses this control file; fix it. The extension is left out until then.");
+            add(
+                Severity::Error,
+                image,
+                name,
+                format!("control file \"{}\" cannot be used: {e}", copy.control_file.display()),
+                "PostgreSQL refuses this control file; fix it. The extension is left out until then.",
+            );
             continue;
         }
         let scripts = copy.script_directory(&control);
         if let Err(e) = crate::catalog::check_script_directory(&copy.name, &scripts) {
-            add(Severity::Error, image, name, e, "PostgreSQL cannot use this script directory as it is; the extension is left out until it is fixed.");
+            add(
+                Severity::Error,
+                image,
+                name,
+                e,
+                "PostgreSQL cannot use this script directory as it is; the extension is left out until it is fixed.",
+            );
             continue;
         }
         let versions = Versions::scan(&copy.name, &scripts);
@@ -261,7 +295,10 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
                 Severity::Error,
                 image,
                 name,
-                format!("default version {default} of {} cannot be installed: no install script leads to it", copy.name),
+                format!(
+                    "default version {default} of {} cannot be installed: no install script leads to it",
+                    copy.name
+                ),
                 "Add the install script or the missing update scripts.",
             ),
             Some(default) => {
@@ -276,7 +313,13 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
                     );
                 }
             }
-            None => add(Severity::Error, image, name, format!("{} has no default_version", copy.name), "Set default_version in the control file."),
+            None => add(
+                Severity::Error,
+                image,
+                name,
+                format!("{} has no default_version", copy.name),
+                "Set default_version in the control file.",
+            ),
         }
         if !index.is_winner(copy)
             && let Some(winner) = index.resolve(&copy.name)
@@ -305,7 +348,13 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
         let image = Some(lib.image.as_path());
         let file = lib.path.display();
         if let Some(error) = &lib.error {
-            add(Severity::Warning, image, None, format!("library \"{file}\" cannot be read: {error}"), "Replace it with a shared library, or remove it.");
+            add(
+                Severity::Warning,
+                image,
+                None,
+                format!("library \"{file}\" cannot be read: {error}"),
+                "Replace it with a shared library, or remove it.",
+            );
             continue;
         }
         if lib.foreign_machine {
@@ -313,7 +362,11 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
                 Severity::Error,
                 image,
                 None,
-                format!("library \"{file}\" is built for {}, not {}", lib.machine.as_deref().unwrap_or("?"), machine_name(HOST_MACHINE)),
+                format!(
+                    "library \"{file}\" is built for {}, not {}",
+                    lib.machine.as_deref().unwrap_or("?"),
+                    machine_name(HOST_MACHINE)
+                ),
                 "Use the image built for this server's architecture.",
             );
         }
@@ -347,7 +400,11 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
             Severity::Warning,
             None,
             None,
-            format!("library \"{name}\" is provided by {} images ({}); \"{winner}\" is used", copies.len(), images.join(", ")),
+            format!(
+                "library \"{name}\" is provided by {} images ({}); \"{winner}\" is used",
+                copies.len(),
+                images.join(", ")
+            ),
             "The first along extension_search_path.path wins; remove the copies you do not want.",
         );
     }
@@ -361,7 +418,14 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
 fn writable_entries(dir: &Path) -> Vec<PathBuf> {
     let writable = |m: &fs::Metadata| m.mode() & 0o022 != 0;
     let mut out = Vec::new();
-    for place in [dir.to_path_buf(), dir.join("share"), dir.join("share/extension"), dir.join("sql"), dir.join("lib"), dir.join("system")] {
+    for place in [
+        dir.to_path_buf(),
+        dir.join("share"),
+        dir.join("share/extension"),
+        dir.join("sql"),
+        dir.join("lib"),
+        dir.join("system"),
+    ] {
         let Ok(meta) = fs::symlink_metadata(&place) else { continue };
         if !meta.is_dir() {
             continue;

@@ -37,7 +37,8 @@ pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 }
 
 pub fn read_text(path: &Path) -> io::Result<String> {
-    String::from_utf8(read_regular(path, MAX_TEXT_FILE)?).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not valid UTF-8"))
+    String::from_utf8(read_regular(path, MAX_TEXT_FILE)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not valid UTF-8"))
 }
 
 /// Who the server may trust files from.
@@ -63,7 +64,11 @@ impl TrustPolicy {
         for place in places {
             let Ok(meta) = fs::metadata(place) else { continue };
             if meta.uid() != 0 && meta.uid() != self.server_uid {
-                return Some(format!("\"{}\" is owned by uid {}, neither root nor the server's user", place.display(), meta.uid()));
+                return Some(format!(
+                    "\"{}\" is owned by uid {}, neither root nor the server's user",
+                    place.display(),
+                    meta.uid()
+                ));
             }
             if meta.mode() & 0o022 != 0 {
                 return Some(format!("\"{}\" is writable by group or others", place.display()));

@@ -14,9 +14,9 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::Problem;
 use crate::index::{ExtensionCopy, Image, Layout, LibraryCopy};
 use crate::name::primary_control_name;
-use crate::Problem;
 
 /// PostgreSQL's own directories, what `$system` stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,8 @@ impl Versions {
         let prefix = format!("{name}--");
         for entry in fs::read_dir(script_dir).into_iter().flatten().flatten() {
             let file = entry.file_name();
-            let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)).and_then(|f| f.strip_suffix(".sql")) else {
+            let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)).and_then(|f| f.strip_suffix(".sql"))
+            else {
                 continue;
             };
             match rest.split_once("--") {
@@ -93,7 +94,13 @@ mod tests {
 
     #[test]
     fn available_versions_follow_update_scripts() {
-        let v = versions(&["hstore--1.4.sql", "hstore--1.4--1.5.sql", "hstore--1.5--1.10.sql", "hstore.control", "other--9.sql"]);
+        let v = versions(&[
+            "hstore--1.4.sql",
+            "hstore--1.4--1.5.sql",
+            "hstore--1.5--1.10.sql",
+            "hstore.control",
+            "other--9.sql",
+        ]);
         assert_eq!(v.available(), ["1.4", "1.5", "1.10"]);
         assert!(v.gaps("1.10").is_empty());
     }

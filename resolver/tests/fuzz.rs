@@ -1,10 +1,10 @@
 //! Property tests: the parsers never panic on any input, and keep their promises.
 //! PROPTEST_CASES bounds the run (scripts/test sets it).
 
-use esp_resolver::control::{quote, ControlFile};
+use esp_resolver::control::{ControlFile, quote};
 use esp_resolver::elf::parse_elf;
 use esp_resolver::mounts::parse_mountinfo;
-use esp_resolver::path::{merge_core_path, Element, SearchPath};
+use esp_resolver::path::{Element, SearchPath, merge_core_path};
 use proptest::prelude::*;
 
 fn libc_bytes() -> Vec<u8> {

@@ -31,7 +31,10 @@ impl Tree {
     }
     /// `<prefix>/<name>/<name>.control`, `sql/`, `lib/<name>.so`
     fn rfc(&self, prefix: &str, name: &str) {
-        self.file(&format!("{prefix}/{name}/{name}.control"), &format!("default_version = '1.0'\nmodule_pathname = '$libdir/{name}'\n"));
+        self.file(
+            &format!("{prefix}/{name}/{name}.control"),
+            &format!("default_version = '1.0'\nmodule_pathname = '$libdir/{name}'\n"),
+        );
         self.file(&format!("{prefix}/{name}/sql/{name}--1.0.sql"), "");
         self.file(&format!("{prefix}/{name}/lib/{name}.so"), "ELF");
     }
@@ -199,7 +202,10 @@ fn catalog_serves_winners_with_their_real_script_directories() {
     let semver = control_of(&catalog, "semver");
     assert_eq!(semver.get("directory"), Some(t.p("ext/semver/sql").to_str().unwrap()));
     assert_eq!(semver.module_pathname(), Some("$libdir/semver"), "the original settings are kept");
-    assert_eq!(control_of(&catalog, "hstore").get("directory"), Some(t.p("ext/hstore/share/extension").to_str().unwrap()));
+    assert_eq!(
+        control_of(&catalog, "hstore").get("directory"),
+        Some(t.p("ext/hstore/share/extension").to_str().unwrap())
+    );
     assert!(!catalog.control_path_element().join("extension/plpgsql.control").exists(), "$system is not copied");
     assert_eq!(fs::read_link(catalog.library_dir().join("semver.so")).unwrap(), t.p("ext/semver/lib/semver.so"));
 
@@ -252,7 +258,8 @@ fn control_directory_settings_are_honoured() {
     assert_eq!(generated_control(index.resolve("abs").unwrap(), &|_| None).unwrap(), "directory = '/opt/abs'");
     let rfc = ControlFile::parse(&generated_control(index.resolve("rfcrel").unwrap(), &|_| None).unwrap()).unwrap();
     assert_eq!(rfc.get("directory"), Some(t.p("ext/rfcrel/scripts").to_str().unwrap()));
-    let classic = ControlFile::parse(&generated_control(index.resolve("classic").unwrap(), &|_| None).unwrap()).unwrap();
+    let classic =
+        ControlFile::parse(&generated_control(index.resolve("classic").unwrap(), &|_| None).unwrap()).unwrap();
     assert_eq!(classic.get("directory"), Some(t.p("ext/classic/sql").to_str().unwrap()));
     let lost = generated_control(index.resolve("lost").unwrap(), &|_| None).unwrap_err();
     assert!(lost.contains(&format!("\"{}\" does not exist", t.p("ext/lost/share/gone").display())), "{lost}");
@@ -299,12 +306,21 @@ fn untrusted_and_invalid_control_files_are_left_out() {
     let report = catalog.sync(&t.index("@/ext")).unwrap();
     assert_eq!(report.extensions, 1, "{:?}", report.problems);
     let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
-    assert!(text.iter().any(|p| p.contains("loose.control") && p.contains("not trusted, left out") && p.contains("writable by group or others")), "{text:?}");
-    assert!(text.iter().any(|p| p.contains("odd.control") && p.contains("unrecognized parameter \"colour\"")), "{text:?}");
+    assert!(
+        text.iter().any(|p| p.contains("loose.control")
+            && p.contains("not trusted, left out")
+            && p.contains("writable by group or others")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|p| p.contains("odd.control") && p.contains("unrecognized parameter \"colour\"")),
+        "{text:?}"
+    );
     assert!(text.iter().any(|p| p.contains("loosescript--1.0.sql\" is writable by group or others")), "{text:?}");
     assert!(text.iter().any(|p| p.contains("badsecondary--1.0.control") && p.contains("secondary")), "{text:?}");
     // relaxed: reported by check() but served
-    let relaxed = Catalog::new(t.p("cat2")).with_trust(esp_resolver::safe_fs::TrustPolicy { enforce: false, server_uid: 0 });
+    let relaxed =
+        Catalog::new(t.p("cat2")).with_trust(esp_resolver::safe_fs::TrustPolicy { enforce: false, server_uid: 0 });
     assert_eq!(relaxed.sync(&t.index("@/ext")).unwrap().extensions, 3);
 }
 

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use esp_resolver::libs::{plan, system_library_dirs, LibraryContext, Resolution};
+use esp_resolver::libs::{LibraryContext, Resolution, plan, system_library_dirs};
 use esp_resolver::{Index, SearchPath, SystemDirs};
 
 /// Compiles `source` into the shared object `out` with `soname`, linked against `needs`
@@ -37,7 +37,11 @@ impl Images {
         let path = path.replace('@', self.tmp.path().to_str().unwrap());
         let system = SystemDirs { extension_dir: self.p("none/extension"), lib_dir: self.p("none/lib") };
         let index = Index::build(&SearchPath::parse(&path), &system);
-        LibraryContext { image_dirs: index.image_library_dirs(), system_dirs: system_library_dirs(), loaded: HashSet::new() }
+        LibraryContext {
+            image_dirs: index.image_library_dirs(),
+            system_dirs: system_library_dirs(),
+            loaded: HashSet::new(),
+        }
     }
 }
 
@@ -94,10 +98,22 @@ fn a_library_that_exists_nowhere_is_reported_with_what_was_searched() {
 fn other_images_resolve_by_prefix_order() {
     let t = Images { tmp: tempfile::tempdir().unwrap() };
     for (img, value) in [("first/a/lib", 1), ("second/b/lib", 2)] {
-        cc(&t.p(&format!("{img}/libshared.so.1")), "libshared.so.1", &format!("int shared(void) {{ return {value}; }}"), &[], &[]);
+        cc(
+            &t.p(&format!("{img}/libshared.so.1")),
+            "libshared.so.1",
+            &format!("int shared(void) {{ return {value}; }}"),
+            &[],
+            &[],
+        );
     }
     let shared = t.p("first/a/lib/libshared.so.1");
-    cc(&t.p("third/user/lib/user.so"), "user.so", "int shared(void); int user(void) { return shared(); }", &[&shared], &[]);
+    cc(
+        &t.p("third/user/lib/user.so"),
+        "user.so",
+        "int shared(void); int user(void) { return shared(); }",
+        &[&shared],
+        &[],
+    );
     let module = t.p("third/user/lib/user.so");
     let plan1 = plan(&module, &t.ctx("@/second:@/first:@/third")).unwrap();
     assert_eq!(plan1.load_order, [t.p("second/b/lib/libshared.so.1")]);
@@ -111,7 +127,13 @@ fn origin_rpath_is_taken_against_the_real_directory() {
     let t = Images { tmp: tempfile::tempdir().unwrap() };
     let dep = t.p("ext/o/lib/deps/libdep.so.1");
     cc(&dep, "libdep.so.1", "int dep(void) { return 3; }", &[], &[]);
-    cc(&t.p("ext/o/lib/o.so"), "o.so", "int dep(void); int o(void) { return dep(); }", &[&dep], &["-Wl,-rpath,$ORIGIN/deps"]);
+    cc(
+        &t.p("ext/o/lib/o.so"),
+        "o.so",
+        "int dep(void); int o(void) { return dep(); }",
+        &[&dep],
+        &["-Wl,-rpath,$ORIGIN/deps"],
+    );
     // loaded through a link elsewhere (like the catalog's), $ORIGIN still means the image
     let link = t.p("catalog/o.so");
     fs::create_dir_all(link.parent().unwrap()).unwrap();

@@ -6,9 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use esp_resolver::libs::{system_library_dirs, LibraryContext};
+use esp_resolver::libs::{LibraryContext, system_library_dirs};
 use esp_resolver::mounts::Mount;
-use esp_resolver::report::{check, image_reports, library_reports, Severity};
+use esp_resolver::report::{Severity, check, image_reports, library_reports};
 use esp_resolver::{Index, SearchPath, SystemDirs};
 
 struct T(tempfile::TempDir);
@@ -90,7 +90,11 @@ fn tree() -> T {
 }
 
 fn ctx(index: &Index) -> LibraryContext {
-    LibraryContext { image_dirs: index.image_library_dirs(), system_dirs: system_library_dirs(), loaded: HashSet::new() }
+    LibraryContext {
+        image_dirs: index.image_library_dirs(),
+        system_dirs: system_library_dirs(),
+        loaded: HashSet::new(),
+    }
 }
 
 #[test]
@@ -100,7 +104,8 @@ fn check_finds_every_planted_problem() {
     let libs = library_reports(&index, &ctx(&index));
     let findings = check(&index, &libs, 18);
     let text: Vec<String> = findings.iter().map(|f| format!("{}: {}", f.severity.as_str(), f.message)).collect();
-    let expect = |needle: &str| assert!(text.iter().any(|t| t.contains(needle)), "no finding with {needle:?} in {text:#?}");
+    let expect =
+        |needle: &str| assert!(text.iter().any(|t| t.contains(needle)), "no finding with {needle:?} in {text:#?}");
     expect("warning: \"relative\": relative path element ignored");
     expect(&format!("warning: {}: could not read directory", t.p("missing").display()));
     expect("error: control file");
@@ -112,10 +117,17 @@ fn check_finds_every_planted_problem() {
     expect(&format!("warning: \"{}\" is writable by group or others", t.p("ext/loose/sql").display()));
     expect(&format!("warning: \"{}\" is writable by group or others", t.p("ext/loose/sql/loose--1.0.sql").display()));
     expect("requires \"libgone.so.1\", which was not found");
-    expect(&format!("error: module \"{}\" is built for PostgreSQL 17, this server is 18", t.p("ext/old/lib/old.so").display()));
+    expect(&format!(
+        "error: module \"{}\" is built for PostgreSQL 17, this server is 18",
+        t.p("ext/old/lib/old.so").display()
+    ));
     expect(&format!("error: library \"{}\" is built for aarch64", t.p("ext/arm/lib/arm.so").display()));
-    expect(&format!("warning: library \"dup.so\" is provided by 2 images ({}, {}); \"{}\" is used",
-        t.p("ext/a1").display(), t.p("later/a2").display(), t.p("ext/a1/lib/dup.so").display()));
+    expect(&format!(
+        "warning: library \"dup.so\" is provided by 2 images ({}, {}); \"{}\" is used",
+        t.p("ext/a1").display(),
+        t.p("later/a2").display(),
+        t.p("ext/a1/lib/dup.so").display()
+    ));
     assert!(findings.windows(2).all(|w| w[0].severity <= w[1].severity), "most severe first");
     assert!(findings.iter().all(|f| !f.hint.is_empty()));
     // the good extension has no finding of its own
@@ -128,7 +140,10 @@ fn libraries_report_kind_and_resolution() {
     let index = t.index("@/ext:@/later");
     let libs = library_reports(&index, &ctx(&index));
     let needy = libs.iter().find(|l| l.path.ends_with("needy.so")).unwrap();
-    assert_eq!((needy.kind, needy.needed.clone(), needy.resolved.clone()), ("library", vec!["libgone.so.1".to_string()], vec!["not found".to_string()]));
+    assert_eq!(
+        (needy.kind, needy.needed.clone(), needy.resolved.clone()),
+        ("library", vec!["libgone.so.1".to_string()], vec!["not found".to_string()])
+    );
     let old = libs.iter().find(|l| l.path.ends_with("old.so")).unwrap();
     assert_eq!((old.kind, old.pg_major), ("module", Some(17)));
     let dups: Vec<_> = libs.iter().filter(|l| l.path.ends_with("dup.so")).map(|l| l.winner).collect();
@@ -155,5 +170,9 @@ fn images_report_layout_contents_mounts_and_metadata() {
     let needy = images.iter().find(|i| i.dir == t.p("ext/needy")).unwrap();
     assert_eq!(needy.libraries, ["needy.so"]);
     let shadowed = images.iter().find(|i| i.dir == t.p("later/good")).unwrap();
-    assert!(shadowed.metadata_error.as_deref().unwrap().contains("key must be a string"), "{:?}", shadowed.metadata_error);
+    assert!(
+        shadowed.metadata_error.as_deref().unwrap().contains("key must be a string"),
+        "{:?}",
+        shadowed.metadata_error
+    );
 }

@@ -10,7 +10,7 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::libraries::{prepare, IfMissing};
+use crate::libraries::{IfMissing, prepare};
 
 /// `ClanguageId` (pg_language.dat), not in pgrx's bindings.
 const C_LANGUAGE_ID: u32 = 13;

@@ -10,13 +10,13 @@
 //!
 //! Every statement then goes to the previous hook, or PostgreSQL's own implementation.
 
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{CStr, CString, c_char};
 
+use pgrx::PgList;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgList;
 
-use crate::libraries::{extension_modules, load_target, prepare, IfMissing};
+use crate::libraries::{IfMissing, extension_modules, load_target, prepare};
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
@@ -81,7 +81,16 @@ unsafe extern "C-unwind" fn process_utility(
             Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
                 previous(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
             }),
-            None => pg_sys::standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+            None => pg_sys::standard_ProcessUtility(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
         }
     }
 }
@@ -126,7 +135,8 @@ unsafe fn prepare_load(pstmt: *mut pg_sys::PlannedStmt, read_only_tree: bool) ->
         };
         let target = target.to_string_lossy().into_owned();
         prepare(&target, IfMissing::Error);
-        let pstmt = if read_only_tree { pg_sys::copyObjectImpl(pstmt.cast()).cast::<pg_sys::PlannedStmt>() } else { pstmt };
+        let pstmt =
+            if read_only_tree { pg_sys::copyObjectImpl(pstmt.cast()).cast::<pg_sys::PlannedStmt>() } else { pstmt };
         let load = (*pstmt).utilityStmt.cast::<pg_sys::LoadStmt>();
         let target = CString::new(target).expect("paths hold no NUL");
         (*load).filename = pg_sys::pstrdup(target.as_ptr());
@@ -151,7 +161,8 @@ unsafe fn c_function_library(stmt: *mut pg_sys::CreateFunctionStmt) -> Option<St
                 language = Some(string_node(arg));
             } else if name == b"as" && (*arg).type_ == pg_sys::NodeTag::T_List {
                 let items = PgList::<pg_sys::Node>::from_pg(arg.cast());
-                obj_file = items.get_ptr(0).filter(|n| (**n).type_ == pg_sys::NodeTag::T_String).map(|n| string_node(n));
+                obj_file =
+                    items.get_ptr(0).filter(|n| (**n).type_ == pg_sys::NodeTag::T_String).map(|n| string_node(n));
             }
         }
         language.filter(|l| l.eq_ignore_ascii_case("c")).and(obj_file)
