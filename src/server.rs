@@ -67,6 +67,19 @@ pub fn catalog_for(value: &str) -> Catalog {
     }
 }
 
+/// Brings the catalog of this session's path up to date and points the session's core settings
+/// at it (CREATE/ALTER EXTENSION, LOAD, rescan()). Problems are logged at LOG for the server
+/// catalog (every backend would repeat them) and at WARNING for a path the session set itself
+/// or when `loud`.
+pub fn refresh_session(how: Refresh, loud: bool) -> Arc<Index> {
+    let path = crate::gucs::path();
+    let catalog = catalog_for(&path);
+    let level = if loud || catalog != locations().server { PgLogLevel::WARNING } else { PgLogLevel::LOG };
+    let index = refresh(&catalog, &path, level, how);
+    crate::core_paths::point_session_at(&catalog);
+    index
+}
+
 /// Whether a refresh may reuse what this process already knows.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Refresh {

@@ -121,10 +121,7 @@ copies_function!(
 /// `pg_available_extensions` shows directories added since. Returns what the catalog serves.
 #[pg_extern]
 fn rescan() -> TableIterator<'static, (name!(extensions, i64), name!(libraries, i64), name!(problems, Vec<String>))> {
-    let path = crate::gucs::path();
-    let catalog = crate::server::catalog_for(&path);
-    let index = crate::server::refresh(&catalog, &path, PgLogLevel::WARNING, crate::server::Refresh::Full);
-    crate::core_paths::point_session_at(&catalog);
+    let index = crate::server::refresh_session(crate::server::Refresh::Full, true);
     let extensions = index.winners().filter(|c| c.prefix.is_some()).count() as i64;
     let libraries = index.library_winners().filter(|l| l.prefix.is_some()).count() as i64;
     let problems = index.problems.iter().map(ToString::to_string).collect();

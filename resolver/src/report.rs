@@ -42,13 +42,14 @@ pub fn image_reports(index: &Index, mounts: &[Mount]) -> Vec<ImageReport> {
 fn image_report(index: &Index, image: &Image, mounts: &[Mount]) -> ImageReport {
     let copies: Vec<&ExtensionCopy> = index.extensions.iter().filter(|c| c.dir == image.dir).collect();
     let has = |layout| copies.iter().any(|c| c.layout == layout);
-    let layout = match (
-        has(Layout::Rfc),
-        has(Layout::Cnpg) || image.dir.join("share").is_dir() || image.dir.join("lib").is_dir(),
-    ) {
-        (true, true) if has(Layout::Cnpg) => "rfc+cnpg",
-        (true, _) => "rfc",
+    // An image with only share/ or lib/ (a LOAD-only module such as auto_explain) is a
+    // CloudNativePG image too.
+    let cnpg_dirs = image.dir.join("share").is_dir() || image.dir.join("lib").is_dir();
+    let layout = match (has(Layout::Rfc), has(Layout::Cnpg)) {
+        (true, true) => "rfc+cnpg",
+        (true, false) => "rfc",
         (false, true) => "cnpg",
+        (false, false) if cnpg_dirs => "cnpg",
         (false, false) => "other",
     };
     let mut extensions: Vec<String> = copies.iter().map(|c| c.name.clone()).collect();

@@ -50,16 +50,16 @@ unsafe extern "C-unwind" fn process_utility(
         if !stmt.is_null() {
             match (*stmt).type_ {
                 pg_sys::NodeTag::T_CreateExtensionStmt if !nested => {
-                    let index = refresh_catalog();
+                    let index = crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
                     prepare_extension(&index, (*stmt.cast::<pg_sys::CreateExtensionStmt>()).extname);
                 }
                 pg_sys::NodeTag::T_AlterExtensionStmt if !nested => {
-                    let index = refresh_catalog();
+                    let index = crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
                     prepare_extension(&index, (*stmt.cast::<pg_sys::AlterExtensionStmt>()).extname);
                 }
                 pg_sys::NodeTag::T_LoadStmt => {
                     if !nested {
-                        refresh_catalog();
+                        crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
                     }
                     pstmt = prepare_load(pstmt, read_only_tree);
                 }
@@ -93,16 +93,6 @@ unsafe extern "C-unwind" fn process_utility(
             ),
         }
     }
-}
-
-/// Refreshes the catalog for the session's path and points the session at it.
-fn refresh_catalog() -> std::sync::Arc<esp_resolver::Index> {
-    let path = crate::gucs::path();
-    let catalog = crate::server::catalog_for(&path);
-    let level = if catalog == crate::server::locations().server { PgLogLevel::LOG } else { PgLogLevel::WARNING };
-    let index = crate::server::refresh(&catalog, &path, level, crate::server::Refresh::IfChanged);
-    crate::core_paths::point_session_at(&catalog);
-    index
 }
 
 /// Loads the bundled libraries of the extension's module and of its requirements' modules.
