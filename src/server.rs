@@ -130,6 +130,15 @@ pub fn refresh_server_catalog_for_trust(enforce: bool) {
     }
 }
 
+/// Test builds only: a prefix whose name ends in `esp-inject-panic` panics inside the hook path,
+/// to show a Rust panic reaching PostgreSQL as an ERROR.
+#[cfg(feature = "pg_test")]
+fn inject_panic(value: &str) {
+    if value.split(':').any(|e| e.ends_with("esp-inject-panic")) {
+        panic!("extension_search_path: injected panic");
+    }
+}
+
 fn refresh_with(
     catalog: &Catalog,
     value: &str,
@@ -137,6 +146,8 @@ fn refresh_with(
     how: Refresh,
     policy: esp_resolver::safe_fs::TrustPolicy,
 ) -> Arc<Index> {
+    #[cfg(feature = "pg_test")]
+    inject_panic(value);
     if how == Refresh::IfChanged
         && let Some(index) = cached(value, policy.enforce)
     {

@@ -177,6 +177,14 @@ mod tests {
         assert_eq!(one("SELECT layout FROM extension_search_path.resolve('plpgsql')"), "system");
     }
 
+    #[pg_test(error = "extension_search_path: injected panic")]
+    fn a_panic_in_the_hook_path_is_an_error_not_a_crash() {
+        let p = prefix().join("esp-inject-panic");
+        fs::create_dir_all(&p).unwrap();
+        set_path(&p.display().to_string());
+        Spi::run("CREATE EXTENSION esp_anything").unwrap();
+    }
+
     #[pg_test(error = "invalid extension name: \"../etc\"")]
     fn names_with_separators_are_refused() {
         Spi::run("SELECT * FROM extension_search_path.resolve('../etc')").unwrap();
