@@ -132,10 +132,7 @@ unsafe fn merge_check(
 pub fn point_session_at(catalog: &Catalog) {
     let root = our_root();
     for core in [&CONTROL, &LIBRARY] {
-        // SAFETY: the option exists; the returned string is copied at once.
-        let current = unsafe { CStr::from_ptr(pg_sys::GetConfigOption(core.name.as_ptr(), false, false)) }
-            .to_string_lossy()
-            .into_owned();
+        let current = crate::gucs::current(core.name);
         let wanted = retarget_core_path(&current, &root, &(core.element)(catalog));
         if wanted == current {
             continue;

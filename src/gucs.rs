@@ -91,6 +91,13 @@ unsafe extern "C-unwind" fn check_path(
     }
 }
 
+/// The current value of any setting, as this session sees it (no privilege check).
+pub fn current(name: &CStr) -> String {
+    // SAFETY: GetConfigOption with missing_ok = false raises an ERROR for an unknown name and
+    // otherwise returns a NUL-terminated string owned by the GUC machinery, copied at once.
+    unsafe { CStr::from_ptr(pg_sys::GetConfigOption(name.as_ptr(), false, false)) }.to_string_lossy().into_owned()
+}
+
 /// The session's current path value.
 pub fn path() -> String {
     PATH.get().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default()

@@ -9,14 +9,12 @@
 //! the postmaster prepared.
 
 use std::collections::HashSet;
-use std::ffi::CStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use esp_resolver::libs::{LibraryContext, plan, system_library_dirs};
 use esp_resolver::{Index, SearchPath};
-use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
@@ -177,10 +175,7 @@ fn locate(name: &str) -> Option<Located> {
 
 /// The effective dynamic_library_path, `$libdir` expanded.
 fn library_path_dirs() -> Vec<PathBuf> {
-    // SAFETY: the option exists; the returned string is copied at once.
-    let value = unsafe { CStr::from_ptr(pg_sys::GetConfigOption(c"dynamic_library_path".as_ptr(), false, false)) }
-        .to_string_lossy()
-        .into_owned();
+    let value = crate::gucs::current(c"dynamic_library_path");
     let libdir = locations().system.lib_dir.display().to_string();
     value
         .split(':')
@@ -194,14 +189,7 @@ fn library_path_dirs() -> Vec<PathBuf> {
 }
 
 fn prefixes() -> Vec<PathBuf> {
-    SearchPath::parse(&crate::gucs::path())
-        .elements
-        .into_iter()
-        .filter_map(|e| match e {
-            esp_resolver::Element::Prefix(p) => Some(p),
-            esp_resolver::Element::System => None,
-        })
-        .collect()
+    SearchPath::parse(&crate::gucs::path()).prefixes().map(Path::to_path_buf).collect()
 }
 
 pub fn session_index() -> std::sync::Arc<Index> {
@@ -266,10 +254,7 @@ pub fn extension_modules(index: &Index, name: &str) -> Vec<String> {
 /// and every backend inherits them.
 pub fn prepare_preload_lists() {
     for setting in [c"shared_preload_libraries", c"session_preload_libraries"] {
-        // SAFETY: core options; the returned string is copied at once.
-        let value = unsafe { CStr::from_ptr(pg_sys::GetConfigOption(setting.as_ptr(), false, false)) }
-            .to_string_lossy()
-            .into_owned();
+        let value = crate::gucs::current(setting);
         for name in value.split(',').map(|n| n.trim().trim_matches('"')) {
             if !name.is_empty() && name != "extension_search_path" && !name.ends_with("/extension_search_path") {
                 prepare(name, IfMissing::Error);

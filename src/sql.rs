@@ -259,7 +259,7 @@ fn settings() -> TableIterator<
         [("extension_control_path", c"extension_control_path"), ("dynamic_library_path", c"dynamic_library_path")]
     {
         let source = option_source(name);
-        for (i, element) in current_setting(name).split(':').filter(|e| !e.is_empty()).enumerate() {
+        for (i, element) in crate::gucs::current(name).split(':').filter(|e| !e.is_empty()).enumerate() {
             let (dir, origin) = match element {
                 "$system" => (format!("{share}/extension"), "PostgreSQL ($system)".to_string()),
                 e if e.starts_with("$libdir") => {
@@ -305,11 +305,6 @@ fn settings() -> TableIterator<
         ));
     }
     TableIterator::new(rows)
-}
-
-fn current_setting(name: &CStr) -> String {
-    // SAFETY: core option; the returned string is copied at once.
-    unsafe { CStr::from_ptr(pg_sys::GetConfigOption(name.as_ptr(), false, false)) }.to_string_lossy().into_owned()
 }
 
 /// Where the current value of a setting comes from, as pg_settings.source says it.

@@ -261,14 +261,6 @@ impl Index {
     pub fn is_winner(&self, copy: &ExtensionCopy) -> bool {
         self.resolve(&copy.name) == Some(copy)
     }
-
-    /// The prefix element `dir` was found under, if any (for messages).
-    pub fn prefix_of(&self, dir: &Path) -> Option<&Path> {
-        self.path.elements.iter().find_map(|e| match e {
-            Element::Prefix(p) if dir.starts_with(p) => Some(p.as_path()),
-            _ => None,
-        })
-    }
 }
 
 fn modified(dir: &Path) -> Option<std::time::SystemTime> {

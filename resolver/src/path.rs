@@ -32,6 +32,14 @@ pub struct SearchPath {
 }
 
 impl SearchPath {
+    /// The prefixes, in order (`$system` left out).
+    pub fn prefixes(&self) -> impl Iterator<Item = &Path> {
+        self.elements.iter().filter_map(|e| match e {
+            Element::Prefix(p) => Some(p.as_path()),
+            Element::System => None,
+        })
+    }
+
     pub fn parse(value: &str) -> SearchPath {
         let mut elements = Vec::new();
         let mut problems = Vec::new();
