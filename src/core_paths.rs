@@ -69,42 +69,58 @@ unsafe fn install(core: &CorePath, hook: pg_sys::GucStringCheckHook) -> pg_sys::
     }
 }
 
-#[pg_guard]
+/// The check hooks themselves: no `#[pg_guard]`, nothing with a destructor in their frames, so
+/// that an ERROR a previous hook raises reaches PostgreSQL untouched (see `crate::hooks`).
 unsafe extern "C-unwind" fn check_control_path(
     newval: *mut *mut c_char,
     extra: *mut *mut c_void,
     source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: same contract as the hook we wrap; PREV_CONTROL_CHECK is only written in init.
-    unsafe { merge_check(&CONTROL, PREV_CONTROL_CHECK, newval, extra, source) }
+    unsafe { previous_check(PREV_CONTROL_CHECK, newval, extra, source) && merge_control_path(newval) }
 }
 
-#[pg_guard]
 unsafe extern "C-unwind" fn check_library_path(
     newval: *mut *mut c_char,
     extra: *mut *mut c_void,
     source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: same contract as the hook we wrap; PREV_LIBRARY_CHECK is only written in init.
-    unsafe { merge_check(&LIBRARY, PREV_LIBRARY_CHECK, newval, extra, source) }
+    unsafe { previous_check(PREV_LIBRARY_CHECK, newval, extra, source) && merge_library_path(newval) }
 }
 
-/// Calls the previous check hook, then replaces `*newval` by the merged value.
-unsafe fn merge_check(
-    core: &CorePath,
+/// Calls the check hook that was installed before ours, if any, directly (not through pgrx's
+/// error conversion).
+#[inline(always)]
+unsafe fn previous_check(
     previous: pg_sys::GucStringCheckHook,
     newval: *mut *mut c_char,
     extra: *mut *mut c_void,
     source: pg_sys::GucSource::Type,
 ) -> bool {
+    // SAFETY: the arguments are the ones PostgreSQL gave our hook, passed on unchanged.
+    previous.is_none_or(|previous| unsafe { previous(newval, extra, source) })
+}
+
+#[pg_guard]
+#[inline(never)]
+unsafe extern "C-unwind" fn merge_control_path(newval: *mut *mut c_char) -> bool {
+    // SAFETY: the check hook's own *newval.
+    unsafe { merge(&CONTROL, newval) }
+}
+
+#[pg_guard]
+#[inline(never)]
+unsafe extern "C-unwind" fn merge_library_path(newval: *mut *mut c_char) -> bool {
+    // SAFETY: the check hook's own *newval.
+    unsafe { merge(&LIBRARY, newval) }
+}
+
+/// Replaces `*newval` by the merged value.
+unsafe fn merge(core: &CorePath, newval: *mut *mut c_char) -> bool {
     // SAFETY: the GUC machinery hands us a guc_malloc'd NUL-terminated *newval that we may
     // replace with another guc_malloc'd string after freeing it (guc.h's check-hook contract).
     unsafe {
-        if let Some(previous) = previous
-            && !pg_sys::ffi::pg_guard_ffi_boundary(|| previous(newval, extra, source))
-        {
-            return false;
-        }
         if newval.is_null() || (*newval).is_null() {
             return true;
         }

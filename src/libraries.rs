@@ -32,31 +32,20 @@ fn mark_prepared(name: &str) {
     PREPARED.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashSet::new).insert(name.to_string());
 }
 
-/// How hard to insist when the library itself is not found.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum IfMissing {
-    /// Raise an ERROR naming the library and the directories searched.
-    Error,
-    /// Leave it to PostgreSQL (which may not need the file now).
-    Ignore,
-}
-
 /// Makes `name` (as PostgreSQL is given it: `x`, `x.so`, `$libdir/x`, an absolute path)
-/// loadable: loads the bundled libraries it needs. Raises an ERROR for a library of ours whose
-/// dependency cannot be found, and, with `IfMissing::Error`, for a library found nowhere.
-pub fn prepare(name: &str, if_missing: IfMissing) {
+/// loadable when it is a module served from a prefix: loads the bundled libraries it needs, and
+/// raises an ERROR for one whose dependency cannot be found. Anything else — a library found
+/// nowhere, PostgreSQL's own, one an operator's element provides — is left to PostgreSQL, which
+/// loads or reports it exactly as it does without us.
+pub fn prepare(name: &str) {
     if name.is_empty() || prepared(name) {
         return;
     }
-    let Some(module) = locate(name) else {
-        if if_missing == IfMissing::Error {
-            report_missing_module(name);
-        }
-        return;
-    };
+    let Some(module) = locate(name) else { return };
     let real = fs::canonicalize(&module.path).unwrap_or_else(|_| module.path.clone());
-    if real.starts_with(&locations().system.lib_dir) {
-        // PostgreSQL's own modules: their libraries are the system's business.
+    if !module.ours || real.starts_with(&locations().system.lib_dir) {
+        // PostgreSQL's own modules and files we do not serve: their libraries are the
+        // system's business, as without us.
         mark_prepared(name);
         return;
     }
@@ -71,21 +60,17 @@ pub fn prepare(name: &str, if_missing: IfMissing) {
     let plan = match result {
         Ok(plan) => plan,
         Err(e) => {
-            if module.ours {
-                ErrorReport::new(
-                    PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
-                    format!("could not load library \"{name}\": {e}"),
-                    "prepare",
-                )
-                .set_hint("Replace the file in the image with a shared library built for this server.")
-                .report(PgLogLevel::ERROR);
-            }
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
+                format!("could not load library \"{name}\": {e}"),
+                "prepare",
+            )
+            .set_hint("Replace the file in the image with a shared library built for this server.")
+            .report(PgLogLevel::ERROR);
             return;
         }
     };
-    if module.ours
-        && let Some(missing) = plan.missing().next()
-    {
+    if let Some(missing) = plan.missing().next() {
         let searched: Vec<String> = missing.searched.iter().map(|d| d.display().to_string()).collect();
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
@@ -105,7 +90,7 @@ pub fn prepare(name: &str, if_missing: IfMissing) {
         .report(PgLogLevel::ERROR);
     }
     let policy = crate::gucs::trust_policy();
-    if module.ours && policy.enforce {
+    if policy.enforce {
         for file in std::iter::once(&real).chain(&plan.load_order) {
             if let Some(why) = policy.distrust(file) {
                 ErrorReport::new(
@@ -207,16 +192,6 @@ pub fn loaded_objects() -> HashSet<String> {
         .collect()
 }
 
-fn report_missing_module(name: &str) {
-    let mut searched: Vec<String> = library_path_dirs().iter().map(|d| d.display().to_string()).collect();
-    searched.extend(prefixes().iter().map(|p| format!("{}/*/lib", p.display())));
-    let bare = name.strip_prefix("$libdir/").unwrap_or(name);
-    ErrorReport::new(PgSqlErrorCode::ERRCODE_UNDEFINED_FILE, format!("library \"{name}\" was not found"), "prepare")
-        .set_detail(format!("Searched for \"{bare}\" and \"{bare}.so\" in: {}.", searched.join(", ")))
-        .set_hint("Put the image that provides it under a prefix of extension_search_path.path, or correct the name.")
-        .report(PgLogLevel::ERROR);
-}
-
 /// `LOAD '$libdir/x'`: PostgreSQL looks only in pkglibdir for it. When `x` is not there but an
 /// image provides it, the real path of the image's file, for the statement to load instead.
 pub fn load_target(filename: &str) -> Option<PathBuf> {
@@ -257,7 +232,7 @@ pub fn prepare_preload_lists() {
         let value = crate::gucs::current(setting);
         for name in value.split(',').map(|n| n.trim().trim_matches('"')) {
             if !name.is_empty() && name != "extension_search_path" && !name.ends_with("/extension_search_path") {
-                prepare(name, IfMissing::Error);
+                prepare(name);
             }
         }
     }

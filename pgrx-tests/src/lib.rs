@@ -147,6 +147,8 @@ pub struct Server {
     pub data: PathBuf,
     pub port: u16,
     running: bool,
+    /// Variables set in the postmaster's environment at start (inherited by every backend).
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -162,7 +164,7 @@ impl Server {
         .unwrap_or_else(|e| panic!("initdb: {e}"));
         let base = 20000 + (std::process::id() % 2000) as u16 * 10;
         let port = base + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 10;
-        let server = Server { _dir: dir, data, port, running: false };
+        let server = Server { _dir: dir, data, port, running: false, env: Vec::new() };
         let mut conf = format!(
             "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\n",
             server.data.display()
@@ -200,9 +202,15 @@ impl Server {
         self.try_start().unwrap_or_else(|e| panic!("server did not start: {e}\n{}", self.log()));
     }
 
+    /// Sets `name` = `value` in the server's environment from its next start on.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.push((name.to_string(), value.to_string()));
+    }
+
     pub fn try_start(&mut self) -> Result<(), String> {
         let log = self.data.join("server.log");
         run(as_postgres(&pg_bin().join("pg_ctl"))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .args(["-w", "-t", "60", "-D"])
             .arg(&self.data)
             .arg("-l")
@@ -231,8 +239,15 @@ impl Server {
             self.data.display(),
             self.data.join("server.log").display()
         ));
-        run(Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]))
-            .unwrap_or_else(|e| panic!("server did not start in its namespace: {e}\n{}", self.log()));
+        run(Command::new("unshare").envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ]))
+        .unwrap_or_else(|e| panic!("server did not start in its namespace: {e}\n{}", self.log()));
         self.running = true;
     }
 
@@ -266,6 +281,22 @@ impl Server {
         cmd.arg("-h").arg(&self.data).arg("-p").arg(self.port.to_string());
         cmd.args(["-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
         run_with_input(&mut cmd, sql)
+    }
+
+    /// Runs `script` through psql as a regression test would (echoing each statement, going on
+    /// after errors, stdout and stderr interleaved in one stream) and returns all it printed.
+    pub fn psql_script(&self, script: &str) -> String {
+        let psql = format!(
+            "'{}' -h '{}' -p {} -U postgres -d postgres -X -a -q -f - 2>&1",
+            pg_bin().join("psql").display(),
+            self.data.display(),
+            self.port
+        );
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &psql]);
+        match run_with_input(&mut cmd, script) {
+            Ok(out) | Err(out) => out,
+        }
     }
 
     pub fn sql(&self, sql: &str) -> String {

@@ -335,6 +335,21 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
         }
     }
     for image in &index.images {
+        for dir in tsearch_data_dirs(&image.dir) {
+            add(
+                Severity::Warning,
+                Some(&image.dir),
+                None,
+                format!(
+                    "text search files in \"{}\" cannot be used ({}): PostgreSQL reads dictionary, synonym and \
+                     thesaurus files only from its own share/tsearch_data",
+                    dir.display(),
+                    file_names(&dir).join(", ")
+                ),
+                "Install these files into the server's share/tsearch_data (pg_config --sharedir) or the base image; \
+                 until then dictionaries that name them fail with \"could not open ... file\".",
+            );
+        }
         for path in writable_entries(&image.dir) {
             add(
                 Severity::Warning,
@@ -411,6 +426,15 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
     }
     findings.sort_by_key(|f| f.severity);
     findings
+}
+
+/// Text search data an image carries: `share/tsearch_data/` (CloudNativePG layout) or
+/// `tsearch_data/` (RFC layout), when it holds any file.
+fn tsearch_data_dirs(dir: &Path) -> Vec<PathBuf> {
+    [dir.join("share/tsearch_data"), dir.join("tsearch_data")]
+        .into_iter()
+        .filter(|d| !file_names(d).is_empty())
+        .collect()
 }
 
 /// Group- or world-writable entries in the places the server reads code and scripts from:

@@ -86,6 +86,15 @@ fn tree() -> T {
     fs::write(t.p("ext/arm/lib/arm.so"), bytes).unwrap();
     t.cc("ext/a1/lib/dup.so", "int dup1(void) { return 1; }", &[]);
     t.cc("later/a2/lib/dup.so", "int dup2(void) { return 2; }", &[]);
+    // text search files, which PostgreSQL reads only from its own share/tsearch_data
+    t.file("ext/dict/share/extension/dict.control", "default_version = '1.0'\n");
+    t.file("ext/dict/share/extension/dict--1.0.sql", "");
+    t.file("ext/dict/share/tsearch_data/dict.rules", "a b\n");
+    t.file("ext/dict/share/tsearch_data/dict.syn", "c d\n");
+    t.file("ext/rfcdict/rfcdict.control", "default_version = '1.0'\n");
+    t.file("ext/rfcdict/sql/rfcdict--1.0.sql", "");
+    t.file("ext/rfcdict/tsearch_data/rfcdict.ths", "e : f\n");
+    fs::create_dir_all(t.p("ext/good/tsearch_data")).unwrap(); // empty: nothing to report
     t
 }
 
@@ -128,6 +137,16 @@ fn check_finds_every_planted_problem() {
         t.p("later/a2").display(),
         t.p("ext/a1/lib/dup.so").display()
     ));
+    expect(&format!(
+        "warning: text search files in \"{}\" cannot be used (dict.rules, dict.syn): PostgreSQL reads dictionary, \
+         synonym and thesaurus files only from its own share/tsearch_data",
+        t.p("ext/dict/share/tsearch_data").display()
+    ));
+    expect(&format!(
+        "warning: text search files in \"{}\" cannot be used (rfcdict.ths)",
+        t.p("ext/rfcdict/tsearch_data").display()
+    ));
+    assert!(!text.iter().any(|t| t.contains("ext/good/tsearch_data")), "{text:#?}");
     assert!(findings.windows(2).all(|w| w[0].severity <= w[1].severity), "most severe first");
     assert!(findings.iter().all(|f| !f.hint.is_empty()));
     // the good extension has no finding of its own

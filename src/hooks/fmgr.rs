@@ -1,7 +1,7 @@
 //! needs_fmgr_hook: the one point before PostgreSQL loads the library of a C function on its
 //! first call in a backend. We never ask for the fmgr hook itself (we return what the previous
 //! hook says); we only make sure the function's library can load: its bundled dependencies are
-//! loaded first, and a library found nowhere gets an error naming what was searched.
+//! loaded first. A library found nowhere is left to PostgreSQL, which reports it as it always does.
 //!
 //! Cost: called for every non-builtin function when its FmgrInfo is set up; for anything but a
 //! C function it is one syscache lookup (a hit: fmgr_info just read the same row), and each
@@ -10,7 +10,7 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::libraries::{IfMissing, prepare};
+use crate::libraries::prepare;
 
 /// `ClanguageId` (pg_language.dat), not in pgrx's bindings.
 const C_LANGUAGE_ID: u32 = 13;
@@ -25,18 +25,26 @@ pub fn init() {
     }
 }
 
-#[pg_guard]
+/// The hook itself: no `#[pg_guard]`, nothing with a destructor in this frame (see [`super`]).
 unsafe extern "C-unwind" fn needs_fmgr(fn_oid: pg_sys::Oid) -> bool {
-    if let Some(probin) = c_function_library(fn_oid) {
-        prepare(&probin, IfMissing::Error);
-    }
-    // SAFETY: PREV_NEEDS_FMGR is written once in init; the boundary carries a PostgreSQL
-    // ERROR across this frame.
+    // SAFETY: `prepare_function` is guarded: it returns, or raises an ERROR through PostgreSQL.
+    unsafe { prepare_function(fn_oid) };
+    // SAFETY: PREV_NEEDS_FMGR is written once, in init. An ERROR below siglongjmps over this
+    // frame, which owns nothing to drop and is in no catch_unwind.
     unsafe {
         match PREV_NEEDS_FMGR {
-            Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| previous(fn_oid)),
+            Some(previous) => previous(fn_oid),
             None => false,
         }
+    }
+}
+
+/// Our part: the function's library made loadable (its bundled dependencies loaded first).
+#[pg_guard]
+#[inline(never)]
+unsafe extern "C-unwind" fn prepare_function(fn_oid: pg_sys::Oid) {
+    if let Some(probin) = c_function_library(fn_oid) {
+        prepare(&probin);
     }
 }
 

@@ -1,5 +1,21 @@
-//! The hooks, one file per family, installed together by [`init`]. Each keeps the hook it
-//! replaces and calls it (through `pg_guard_ffi_boundary`), so other extensions' hooks run too.
+//! The hooks, one file per family, installed together by [`init`].
+//!
+//! Every hook follows one shape, so that PostgreSQL's own errors pass through us untouched:
+//!
+//! * the function PostgreSQL calls is a plain `extern "C-unwind"` function **without**
+//!   `#[pg_guard]`, whose frame holds nothing but raw pointers and plain values;
+//! * our own work runs in a separate `#[pg_guard]` function called from it, where a Rust panic
+//!   or an error of ours becomes a PostgreSQL ERROR before control returns;
+//! * the previous hook (or PostgreSQL's standard implementation) is then called directly from the
+//!   outer frame — not through `pg_guard_ffi_boundary`, which would catch an ERROR raised below,
+//!   copy a few of its fields into a Rust panic and raise a new ERROR from those, losing the
+//!   cursor position, the CONTEXT lines, the internal query and the schema, table, column,
+//!   datatype and constraint names (and adding a Rust backtrace when `RUST_BACKTRACE` is set).
+//!
+//! An ERROR raised below then `siglongjmp`s straight over the outer frame to PostgreSQL's own
+//! handler with its `ErrorData` intact, exactly as it would without us. That is sound because
+//! the outer frame is a "plain old frame" (RFC 2945): nothing in it has a destructor that the
+//! jump could skip, and it is inside no `catch_unwind`.
 
 mod fmgr;
 mod utility;

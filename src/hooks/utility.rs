@@ -8,7 +8,8 @@
 //!   image loads the image's file; the library is prepared.
 //! * CREATE FUNCTION … LANGUAGE C: the library is prepared (PostgreSQL's validator loads it).
 //!
-//! Every statement then goes to the previous hook, or PostgreSQL's own implementation.
+//! Every statement then goes to the previous hook, or PostgreSQL's own implementation, called
+//! from a frame outside pgrx's error conversion (see [`super`]).
 
 use std::ffi::{CStr, CString, c_char};
 
@@ -16,9 +17,36 @@ use pgrx::PgList;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::libraries::{IfMissing, extension_modules, load_target, prepare};
+use crate::libraries::{extension_modules, load_target, prepare};
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+type ProcessUtilityFn = unsafe extern "C-unwind" fn(
+    *mut pg_sys::PlannedStmt,
+    *const c_char,
+    bool,
+    pg_sys::ProcessUtilityContext::Type,
+    pg_sys::ParamListInfo,
+    *mut pg_sys::QueryEnvironment,
+    *mut pg_sys::DestReceiver,
+    *mut pg_sys::QueryCompletion,
+);
+
+unsafe extern "C-unwind" {
+    /// PostgreSQL's own implementation, declared here unwrapped: pgrx's binding of the same
+    /// symbol goes through `pg_guard_ffi_boundary`, which rewrites the errors raised below it.
+    #[link_name = "standard_ProcessUtility"]
+    fn standard_process_utility(
+        pstmt: *mut pg_sys::PlannedStmt,
+        query_string: *const c_char,
+        read_only_tree: bool,
+        context: pg_sys::ProcessUtilityContext::Type,
+        params: pg_sys::ParamListInfo,
+        query_env: *mut pg_sys::QueryEnvironment,
+        dest: *mut pg_sys::DestReceiver,
+        qc: *mut pg_sys::QueryCompletion,
+    );
+}
 
 pub fn init() {
     // SAFETY: runs once in the postmaster's _PG_init, single-threaded; we keep the previous
@@ -29,7 +57,7 @@ pub fn init() {
     }
 }
 
-#[pg_guard]
+/// The hook itself: no `#[pg_guard]`, nothing with a destructor in this frame (see [`super`]).
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
@@ -41,57 +69,56 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    let mut pstmt = pstmt;
+    // SAFETY: `before_utility` is guarded (it returns, or raises an ERROR through PostgreSQL,
+    // never unwinds); it gets the statement PostgreSQL gave us and returns it or a copy.
+    let pstmt = unsafe { before_utility(pstmt, read_only_tree) };
+    // SAFETY: PREV_PROCESS_UTILITY is written once, in init, before any statement runs. The
+    // arguments go on as PostgreSQL gave them (pstmt possibly a modified copy). An ERROR below
+    // siglongjmps over this frame, which owns nothing to drop and is in no catch_unwind.
+    unsafe {
+        let next: ProcessUtilityFn = PREV_PROCESS_UTILITY.unwrap_or(standard_process_utility);
+        next(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
+    }
+}
+
+/// Our part of the hook, before the statement runs. Returns the statement to execute.
+#[pg_guard]
+#[inline(never)]
+unsafe extern "C-unwind" fn before_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    read_only_tree: bool,
+) -> *mut pg_sys::PlannedStmt {
     // SAFETY: PostgreSQL passes a valid PlannedStmt whose utilityStmt, when set, is a Node of
     // the tag it carries; creating_extension is a plain global.
     unsafe {
         let stmt = if pstmt.is_null() { std::ptr::null_mut() } else { (*pstmt).utilityStmt };
+        if stmt.is_null() {
+            return pstmt;
+        }
         let nested = pg_sys::creating_extension;
-        if !stmt.is_null() {
-            match (*stmt).type_ {
-                pg_sys::NodeTag::T_CreateExtensionStmt if !nested => {
-                    let index = crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
-                    prepare_extension(&index, (*stmt.cast::<pg_sys::CreateExtensionStmt>()).extname);
-                }
-                pg_sys::NodeTag::T_AlterExtensionStmt if !nested => {
-                    let index = crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
-                    prepare_extension(&index, (*stmt.cast::<pg_sys::AlterExtensionStmt>()).extname);
-                }
-                pg_sys::NodeTag::T_LoadStmt => {
-                    if !nested {
-                        crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
-                    }
-                    pstmt = prepare_load(pstmt, read_only_tree);
-                }
-                pg_sys::NodeTag::T_CreateFunctionStmt => {
-                    if let Some(library) = c_function_library(stmt.cast()) {
-                        prepare(&library, IfMissing::Error);
-                    }
-                }
-                _ => {}
+        match (*stmt).type_ {
+            pg_sys::NodeTag::T_CreateExtensionStmt if !nested => {
+                let index = crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
+                prepare_extension(&index, (*stmt.cast::<pg_sys::CreateExtensionStmt>()).extname);
             }
+            pg_sys::NodeTag::T_AlterExtensionStmt if !nested => {
+                let index = crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
+                prepare_extension(&index, (*stmt.cast::<pg_sys::AlterExtensionStmt>()).extname);
+            }
+            pg_sys::NodeTag::T_LoadStmt => {
+                if !nested {
+                    crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
+                }
+                return prepare_load(pstmt, read_only_tree);
+            }
+            pg_sys::NodeTag::T_CreateFunctionStmt => {
+                if let Some(library) = c_function_library(stmt.cast()) {
+                    prepare(&library);
+                }
+            }
+            _ => {}
         }
-    }
-    // The previous hook if there is one, else PostgreSQL's own implementation.
-    // SAFETY: the arguments are passed on as PostgreSQL gave them to us (pstmt possibly a
-    // modified copy); PREV_PROCESS_UTILITY is written once in init; the boundary turns a
-    // PostgreSQL ERROR raised below into a Rust unwind through this frame and back.
-    unsafe {
-        match PREV_PROCESS_UTILITY {
-            Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
-                previous(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
-            }),
-            None => pg_sys::standard_ProcessUtility(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-        }
+        pstmt
     }
 }
 
@@ -103,8 +130,7 @@ fn prepare_extension(index: &esp_resolver::Index, extname: *const c_char) {
     // SAFETY: the parser gives a NUL-terminated name.
     let name = unsafe { CStr::from_ptr(extname) }.to_string_lossy();
     for module in extension_modules(index, &name) {
-        // A module missing here is reported by CREATE FUNCTION, where PostgreSQL needs it.
-        prepare(&module, IfMissing::Ignore);
+        prepare(&module);
     }
 }
 
@@ -120,11 +146,11 @@ unsafe fn prepare_load(pstmt: *mut pg_sys::PlannedStmt, read_only_tree: bool) ->
         }
         let filename = CStr::from_ptr((*load).filename).to_string_lossy().into_owned();
         let Some(target) = load_target(&filename) else {
-            prepare(&filename, IfMissing::Error);
+            prepare(&filename);
             return pstmt;
         };
         let target = target.to_string_lossy().into_owned();
-        prepare(&target, IfMissing::Error);
+        prepare(&target);
         let pstmt =
             if read_only_tree { pg_sys::copyObjectImpl(pstmt.cast()).cast::<pg_sys::PlannedStmt>() } else { pstmt };
         let load = (*pstmt).utilityStmt.cast::<pg_sys::LoadStmt>();
