@@ -103,21 +103,6 @@ pub fn path() -> String {
     PATH.get().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// The server-wide value (postgresql.conf, ALTER SYSTEM), what RESET would restore.
-pub fn server_path() -> String {
-    // SAFETY: the option exists (defined in init) and is a string option; reset_val is read
-    // directly because GetConfigOptionResetString checks privileges, which needs a user (the
-    // postmaster has none). The string is copied at once.
-    unsafe {
-        let record = pg_sys::find_option(PATH_NAME.as_ptr(), false, true, PgLogLevel::ERROR as i32);
-        if record.is_null() {
-            return path();
-        }
-        let reset = (*record.cast::<pg_sys::config_string>()).reset_val;
-        if reset.is_null() { String::new() } else { CStr::from_ptr(reset).to_string_lossy().into_owned() }
-    }
-}
-
 /// In the postmaster, a changed trust setting rebuilds the server catalog at once.
 #[pg_guard]
 unsafe extern "C-unwind" fn assign_trusted_files_only(newval: bool, _extra: *mut c_void) {

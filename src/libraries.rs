@@ -13,41 +13,47 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use esp_resolver::Index;
+use esp_resolver::dfmgr::{self, Loader};
 use esp_resolver::libs::{LibraryContext, plan, system_library_dirs};
-use esp_resolver::{Index, SearchPath};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
-use crate::server::{catalog_for, locations};
+use crate::server::locations;
 
-/// Library names prepared in this process (inherited by backends from the postmaster). A
-/// static, never dropped: nothing to free at backend exit.
-static PREPARED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+/// Library names prepared (or found to need nothing) in this process, per loader (they spell
+/// `$libdir/x` differently); inherited by backends from the postmaster. A static, never
+/// dropped: nothing to free at backend exit.
+static PREPARED: Mutex<Option<HashSet<(String, bool)>>> = Mutex::new(None);
 
-fn prepared(name: &str) -> bool {
-    PREPARED.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|p| p.contains(name))
+fn prepared(name: &str, loader: Loader) -> bool {
+    let key = (name.to_string(), loader == Loader::File);
+    PREPARED.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|p| p.contains(&key))
 }
 
-fn mark_prepared(name: &str) {
-    PREPARED.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashSet::new).insert(name.to_string());
+fn mark_prepared(name: &str, loader: Loader) {
+    let key = (name.to_string(), loader == Loader::File);
+    PREPARED.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashSet::new).insert(key);
 }
 
-/// Makes `name` (as PostgreSQL is given it: `x`, `x.so`, `$libdir/x`, an absolute path)
-/// loadable when it is a module served from a prefix: loads the bundled libraries it needs, and
-/// raises an ERROR for one whose dependency cannot be found. Anything else — a library found
-/// nowhere, PostgreSQL's own, one an operator's element provides — is left to PostgreSQL, which
-/// loads or reports it exactly as it does without us.
-pub fn prepare(name: &str) {
-    if name.is_empty() || prepared(name) {
+/// Makes `name`, as `loader` is about to load it (`x`, `x.so`, `$libdir/x`, an absolute path),
+/// loadable when the file PostgreSQL will open is a library served from a prefix: loads the
+/// bundled libraries it needs, and raises an ERROR for one whose dependency cannot be found.
+/// Anything else — a name PostgreSQL will not find, PostgreSQL's own files, a file that is no
+/// copy under a prefix — is left to PostgreSQL, which loads or reports it exactly as it does
+/// without us: nothing of it is read and nothing it needs is loaded.
+pub fn prepare(name: &str, loader: Loader) {
+    if name.is_empty() || prepared(name, loader) {
         return;
     }
-    let Some(module) = locate(name) else { return };
-    let real = fs::canonicalize(&module.path).unwrap_or_else(|_| module.path.clone());
-    if !module.ours || real.starts_with(&locations().system.lib_dir) {
-        // PostgreSQL's own modules and files we do not serve: their libraries are the
-        // system's business, as without us.
-        mark_prepared(name);
+    let Some(real) = locate(name, loader) else {
+        mark_prepared(name, loader);
         return;
+    };
+    let policy = crate::gucs::trust_policy();
+    let distrusted = |file: &Path| policy.enforce.then(|| policy.distrust(file)).flatten();
+    if let Some(why) = distrusted(&real) {
+        refuse_untrusted(name, &real, &why);
     }
     let mut ctx =
         LibraryContext { image_dirs: Vec::new(), system_dirs: system_library_dirs(), loaded: loaded_objects() };
@@ -60,52 +66,40 @@ pub fn prepare(name: &str) {
     let plan = match result {
         Ok(plan) => plan,
         Err(e) => {
-            ErrorReport::new(
+            return report(
                 PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
-                format!("could not load library \"{name}\": {e}"),
-                "prepare",
-            )
-            .set_hint("Replace the file in the image with a shared library built for this server.")
-            .report(PgLogLevel::ERROR);
-            return;
+                format!("could not load library \"{name}\": it is not a shared library this server can load"),
+                e,
+                "Replace the file in the image with a shared library built for this server.".into(),
+            );
         }
     };
     if let Some(missing) = plan.missing().next() {
         let searched: Vec<String> = missing.searched.iter().map(|d| d.display().to_string()).collect();
-        ErrorReport::new(
+        report(
             PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
             format!("could not load library \"{name}\": required library \"{}\" was not found", missing.soname),
-            "prepare",
-        )
-        .set_detail(format!(
-            "\"{}\" needs \"{}\". Directories searched: {}.",
-            missing.needed_by.display(),
-            missing.soname,
-            searched.join(", ")
-        ))
-        .set_hint(format!(
-            "Bundle \"{}\" in the image's lib/ or system/ directory, or install it on the server.",
-            missing.soname
-        ))
-        .report(PgLogLevel::ERROR);
+            format!(
+                "\"{}\" needs \"{}\". Directories searched: {}.",
+                missing.needed_by.display(),
+                missing.soname,
+                searched.join(", ")
+            ),
+            format!(
+                "Bundle \"{}\" in the image's lib/ or system/ directory, or install it on the server.",
+                missing.soname
+            ),
+        );
     }
-    let policy = crate::gucs::trust_policy();
-    if policy.enforce {
-        for file in std::iter::once(&real).chain(&plan.load_order) {
-            if let Some(why) = policy.distrust(file) {
-                ErrorReport::new(
-                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                    format!("library \"{}\" is not trusted: {why}", file.display()),
-                    "prepare",
-                )
-                .set_hint("Fix the file's owner or mode, or set extension_search_path.trusted_files_only = off (server-wide).")
-                .report(PgLogLevel::ERROR);
-            }
+    for file in &plan.load_order {
+        if let Some(why) = distrusted(file) {
+            refuse_untrusted(name, file, &why);
         }
     }
     for library in &plan.load_order {
         // SAFETY: loading a shared library runs its initialisers; these are the dependencies
-        // of a module PostgreSQL is about to load anyway, which would run them too.
+        // of a module PostgreSQL is about to load anyway, which would run them too, and every
+        // one is a trusted file of an image (checked above).
         match unsafe {
             libloading::os::unix::Library::open(
                 Some(library),
@@ -114,67 +108,44 @@ pub fn prepare(name: &str) {
         } {
             // Kept loaded for the life of the process, like PostgreSQL's own modules.
             Ok(handle) => std::mem::forget(handle),
-            Err(e) => ErrorReport::new(
+            Err(e) => report(
                 PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
-                format!("could not load library \"{}\", needed by \"{name}\": {e}", library.display()),
-                "prepare",
-            )
-            .report(PgLogLevel::ERROR),
+                format!("could not load library \"{name}\": a library it needs could not be loaded"),
+                format!("\"{}\": {e}", library.display()),
+                "Check that the image's bundled libraries are built for this server's system.".into(),
+            ),
         }
     }
-    mark_prepared(name);
+    mark_prepared(name, loader);
 }
 
-struct Located {
-    path: PathBuf,
-    /// Found through extension_search_path (not `$libdir` or an operator's element).
-    ours: bool,
+fn refuse_untrusted(name: &str, file: &Path, why: &str) {
+    report(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!("library \"{name}\" is not trusted"),
+        format!("\"{}\": {why}", file.display()),
+        "Fix the file's owner or mode, or set extension_search_path.trusted_files_only = off (server-wide).".into(),
+    );
 }
 
-/// Finds `name` the way PostgreSQL will: along the effective dynamic_library_path (our catalog
-/// first), the name as given and then with `.so`; a name with a slash as is (after `$libdir`).
-fn locate(name: &str) -> Option<Located> {
-    let catalog_lib = catalog_for(&crate::gucs::path()).library_dir();
-    let bare = name.strip_prefix("$libdir/").unwrap_or(name);
-    if bare.contains('/') {
-        let path = PathBuf::from(bare);
-        let ours = path.starts_with(&catalog_lib) || prefixes().iter().any(|p| path.starts_with(p));
-        return path.is_file().then_some(Located { path, ours });
+/// Raises an ERROR of ours; `detail` names files and directories, so it is shown only to roles
+/// that may see server paths.
+fn report(code: PgSqlErrorCode, message: String, detail: String, hint: String) {
+    let mut error = ErrorReport::new(code, message, "prepare").set_hint(hint);
+    if crate::roles::may_see_paths() {
+        error = error.set_detail(detail);
     }
-    let dirs = library_path_dirs();
-    for candidate in [bare.to_string(), format!("{bare}.so")] {
-        for dir in &dirs {
-            let path = dir.join(&candidate);
-            if path.is_file() {
-                return Some(Located { ours: *dir == catalog_lib, path });
-            }
-        }
-    }
-    // Not along the path: PostgreSQL then hands the bare name to the system's loader.
-    system_library_dirs()
-        .into_iter()
-        .map(|dir| dir.join(bare))
-        .find(|path| path.is_file())
-        .map(|path| Located { path, ours: false })
+    error.report(PgLogLevel::ERROR);
 }
 
-/// The effective dynamic_library_path, `$libdir` expanded.
-fn library_path_dirs() -> Vec<PathBuf> {
-    let value = crate::gucs::current(c"dynamic_library_path");
-    let libdir = locations().system.lib_dir.display().to_string();
-    value
-        .split(':')
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            PathBuf::from(
-                e.strip_prefix("$libdir").map(|rest| format!("{libdir}{rest}")).unwrap_or_else(|| e.to_string()),
-            )
-        })
-        .collect()
-}
-
-fn prefixes() -> Vec<PathBuf> {
-    SearchPath::parse(&crate::gucs::path()).prefixes().map(Path::to_path_buf).collect()
+/// The canonical path of the file PostgreSQL's `loader` will open for `name`, when it is a
+/// library copy under a prefix (reached through the catalog, an operator's element or an
+/// absolute path); `None` for anything else.
+fn locate(name: &str, loader: Loader) -> Option<PathBuf> {
+    let dynamic_library_path = crate::gucs::current(c"dynamic_library_path");
+    let file = dfmgr::expand(name, loader, &dynamic_library_path, &locations().system.lib_dir, &dfmgr::pg_file_exists)?;
+    let real = fs::canonicalize(file).ok()?;
+    session_index().served_library(&real).is_some().then_some(real)
 }
 
 pub fn session_index() -> std::sync::Arc<Index> {
@@ -193,15 +164,18 @@ pub fn loaded_objects() -> HashSet<String> {
 }
 
 /// `LOAD '$libdir/x'`: PostgreSQL looks only in pkglibdir for it. When `x` is not there but an
-/// image provides it, the real path of the image's file, for the statement to load instead.
+/// image provides it (found as a C function's `$libdir/x` would be), the real path of the
+/// image's file, for the statement to load instead.
 pub fn load_target(filename: &str) -> Option<PathBuf> {
-    let rest = filename.strip_prefix("$libdir/")?;
-    let libdir = &locations().system.lib_dir;
-    if rest.contains('/') || libdir.join(rest).is_file() || libdir.join(format!("{rest}.so")).is_file() {
+    if dfmgr::strip_libdir(filename) == filename {
         return None;
     }
-    let located = locate(rest)?;
-    located.ours.then(|| fs::canonicalize(&located.path).unwrap_or(located.path))
+    let libdir = &locations().system.lib_dir;
+    let dynamic_library_path = crate::gucs::current(c"dynamic_library_path");
+    if dfmgr::expand(filename, Loader::File, &dynamic_library_path, libdir, &dfmgr::pg_file_exists).is_some() {
+        return None;
+    }
+    locate(filename, Loader::Function)
 }
 
 /// The module_pathname of `name` and of everything it requires (what CASCADE may create), as
@@ -232,7 +206,7 @@ pub fn prepare_preload_lists() {
         let value = crate::gucs::current(setting);
         for name in value.split(',').map(|n| n.trim().trim_matches('"')) {
             if !name.is_empty() && name != "extension_search_path" && !name.ends_with("/extension_search_path") {
-                prepare(name);
+                prepare(name, Loader::File);
             }
         }
     }

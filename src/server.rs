@@ -44,23 +44,72 @@ pub fn init() {
             }
         }
     }
+    let value = crate::gucs::path();
+    record_server_path(&value);
     // Read every control file once now, in the postmaster: backends inherit what the SQL
     // functions report instead of reading N files each.
-    refresh(&locations.server, &crate::gucs::path(), PgLogLevel::WARNING, Refresh::Full).details();
+    refresh(&locations.server, &value, PgLogLevel::WARNING, Refresh::Full).details();
 }
 
 /// A reload changed (or re-read) the server-wide path: rebuild the server catalog. Runs in the
 /// postmaster's assign hook, so it never raises an error.
 pub fn refresh_server_catalog_after_reload(value: &str) {
     if let Some(locations) = LOCATIONS.get() {
+        record_server_path(value);
         refresh(&locations.server, value, PgLogLevel::WARNING, Refresh::Full).details();
     }
 }
 
-/// The catalog for a path value: the server's, or one of its own for a value a session SET.
+/// The server-wide path as the postmaster last set it (a static backends inherit at fork).
+static SERVER_PATH: Mutex<Option<String>> = Mutex::new(None);
+
+/// Where the postmaster records the server-wide path for backends forked before its last
+/// reload (their inherited static is older).
+fn server_path_file() -> PathBuf {
+    locations().root.join("server-path")
+}
+
+/// In the postmaster: the value of extension_search_path.path that its configuration (file,
+/// ALTER SYSTEM, command line) sets, the only value that shapes the server catalog. Written
+/// atomically; if it cannot be written, backends go by the value they inherited.
+fn record_server_path(value: &str) {
+    *SERVER_PATH.lock().unwrap_or_else(|e| e.into_inner()) = Some(value.to_string());
+    let file = server_path_file();
+    let tmp = file.with_file_name(format!(".server-path.{}", std::process::id()));
+    let written = fs::create_dir_all(&locations().root)
+        .and_then(|()| fs::write(&tmp, value))
+        .and_then(|()| fs::rename(&tmp, &file));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        ereport!(
+            PgLogLevel::WARNING,
+            PgSqlErrorCode::ERRCODE_IO_ERROR,
+            format!("extension_search_path: could not record the server-wide path in \"{}\": {e}", file.display())
+        );
+    }
+}
+
+/// The server-wide value of extension_search_path.path: what the postmaster's configuration
+/// set — never a per-role, per-database or connection value, which only this session uses.
+pub fn server_path() -> String {
+    // SAFETY: a plain global, false only in the postmaster (and single-user mode).
+    let in_postmaster = !unsafe { pg_sys::IsUnderPostmaster };
+    let inherited = || SERVER_PATH.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if in_postmaster {
+        return inherited().unwrap_or_else(crate::gucs::path);
+    }
+    esp_resolver::safe_fs::read_regular(&server_path_file(), 64 * 1024)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .or_else(inherited)
+        .unwrap_or_else(crate::gucs::path)
+}
+
+/// The catalog for a path value: the server's, or one of its own for any other value (SET,
+/// ALTER ROLE/DATABASE … SET, connection options).
 pub fn catalog_for(value: &str) -> Catalog {
     let locations = locations();
-    if value == crate::gucs::server_path() {
+    if value == server_path() {
         locations.server.clone()
     } else {
         Catalog::new(locations.root.join(format!("session-{}", key(value))))
@@ -70,11 +119,13 @@ pub fn catalog_for(value: &str) -> Catalog {
 /// Brings the catalog of this session's path up to date and points the session's core settings
 /// at it (CREATE/ALTER EXTENSION, LOAD, rescan()). Problems are logged at LOG for the server
 /// catalog (every backend would repeat them) and at WARNING for a path the session set itself
-/// or when `loud`.
+/// or when `loud`, to roles that may see paths.
 pub fn refresh_session(how: Refresh, loud: bool) -> Arc<Index> {
     let path = crate::gucs::path();
     let catalog = catalog_for(&path);
-    let level = if loud || catalog != locations().server { PgLogLevel::WARNING } else { PgLogLevel::LOG };
+    // Problems name paths: clients see them only when they may see paths.
+    let own = loud || catalog != locations().server;
+    let level = if own && crate::roles::may_see_paths() { PgLogLevel::WARNING } else { PgLogLevel::LOG };
     let index = refresh(&catalog, &path, level, how);
     crate::core_paths::point_session_at(&catalog);
     index

@@ -277,9 +277,14 @@ impl Server {
     /// Runs `sql` in a new session (a new backend); statements run one by one, stopping at the
     /// first error. Returns unaligned, tuples-only output, or the error text.
     pub fn try_sql(&self, sql: &str) -> Result<String, String> {
+        self.try_sql_as("postgres", sql)
+    }
+
+    /// `try_sql` in a new session of role `user`.
+    pub fn try_sql_as(&self, user: &str, sql: &str) -> Result<String, String> {
         let mut cmd = Command::new(pg_bin().join("psql"));
         cmd.arg("-h").arg(&self.data).arg("-p").arg(self.port.to_string());
-        cmd.args(["-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+        cmd.args(["-U", user, "-d", "postgres", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
         run_with_input(&mut cmd, sql)
     }
 

@@ -251,6 +251,19 @@ impl Index {
             .find_map(|candidate| self.library_winners().find(|l| l.file_name == candidate))
     }
 
+    /// The copy under a prefix that the file at canonical path `real` is, if any: how a file
+    /// PostgreSQL is about to load is recognised as one this extension serves (through the
+    /// catalog, an operator's element or an absolute path). `$system`'s files are not.
+    pub fn served_library(&self, real: &Path) -> Option<&LibraryCopy> {
+        let name = real.file_name()?;
+        let start = self.libraries.partition_point(|l| l.file_name.as_os_str() < name);
+        self.libraries[start..]
+            .iter()
+            .take_while(|l| l.file_name.as_os_str() == name)
+            .filter(|l| l.prefix.is_some())
+            .find(|l| std::fs::canonicalize(&l.path).is_ok_and(|p| p == real))
+    }
+
     /// `lib/` and `system/` of every image, in precedence order: where bundled libraries of
     /// other images are looked for.
     pub fn image_library_dirs(&self) -> Vec<PathBuf> {

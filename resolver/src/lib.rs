@@ -8,12 +8,14 @@
 //! * [`control`] reads PostgreSQL's extension control-file syntax;
 //! * [`scan`] recognises the two layouts under a prefix (RFC and CloudNativePG image);
 //! * [`index`] orders every copy it found by precedence and answers "which one wins";
-//! * [`catalog`] materialises the winners as a directory PostgreSQL 18 can read natively.
+//! * [`catalog`] materialises the winners as a directory PostgreSQL 18 can read natively;
+//! * [`dfmgr`] says which file PostgreSQL loads for a library name, as `dfmgr.c` does.
 //!
 //! The PostgreSQL side (`src/` of the extension crate) only converts settings and results.
 
 pub mod catalog;
 pub mod control;
+pub mod dfmgr;
 pub mod elf;
 pub mod index;
 pub mod libs;

@@ -10,6 +10,8 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use esp_resolver::dfmgr::Loader;
+
 use crate::libraries::prepare;
 
 /// `ClanguageId` (pg_language.dat), not in pgrx's bindings.
@@ -44,7 +46,7 @@ unsafe extern "C-unwind" fn needs_fmgr(fn_oid: pg_sys::Oid) -> bool {
 #[inline(never)]
 unsafe extern "C-unwind" fn prepare_function(fn_oid: pg_sys::Oid) {
     if let Some(probin) = c_function_library(fn_oid) {
-        prepare(&probin);
+        prepare(&probin, Loader::Function);
     }
 }
 

@@ -17,6 +17,8 @@ use pgrx::PgList;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use esp_resolver::dfmgr::Loader;
+
 use crate::libraries::{extension_modules, load_target, prepare};
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
@@ -96,24 +98,33 @@ unsafe extern "C-unwind" fn before_utility(
             return pstmt;
         }
         let nested = pg_sys::creating_extension;
+        // Loading code is for the roles PostgreSQL lets load it: LOAD of anything but
+        // $libdir/plugins/x and C functions need a superuser (inside a trusted extension's
+        // script, the bootstrap superuser PostgreSQL switches to). For other roles we load
+        // nothing and leave the statement, and its refusal, to PostgreSQL.
+        let superuser = pg_sys::superuser();
         match (*stmt).type_ {
             pg_sys::NodeTag::T_CreateExtensionStmt if !nested => {
                 let index = crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
-                prepare_extension(&index, (*stmt.cast::<pg_sys::CreateExtensionStmt>()).extname);
+                if superuser {
+                    prepare_extension(&index, (*stmt.cast::<pg_sys::CreateExtensionStmt>()).extname);
+                }
             }
             pg_sys::NodeTag::T_AlterExtensionStmt if !nested => {
                 let index = crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
-                prepare_extension(&index, (*stmt.cast::<pg_sys::AlterExtensionStmt>()).extname);
+                if superuser {
+                    prepare_extension(&index, (*stmt.cast::<pg_sys::AlterExtensionStmt>()).extname);
+                }
             }
-            pg_sys::NodeTag::T_LoadStmt => {
+            pg_sys::NodeTag::T_LoadStmt if superuser => {
                 if !nested {
                     crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
                 }
                 return prepare_load(pstmt, read_only_tree);
             }
-            pg_sys::NodeTag::T_CreateFunctionStmt => {
+            pg_sys::NodeTag::T_CreateFunctionStmt if superuser => {
                 if let Some(library) = c_function_library(stmt.cast()) {
-                    prepare(&library);
+                    prepare(&library, Loader::Function);
                 }
             }
             _ => {}
@@ -130,7 +141,7 @@ fn prepare_extension(index: &esp_resolver::Index, extname: *const c_char) {
     // SAFETY: the parser gives a NUL-terminated name.
     let name = unsafe { CStr::from_ptr(extname) }.to_string_lossy();
     for module in extension_modules(index, &name) {
-        prepare(&module);
+        prepare(&module, Loader::Function);
     }
 }
 
@@ -146,11 +157,11 @@ unsafe fn prepare_load(pstmt: *mut pg_sys::PlannedStmt, read_only_tree: bool) ->
         }
         let filename = CStr::from_ptr((*load).filename).to_string_lossy().into_owned();
         let Some(target) = load_target(&filename) else {
-            prepare(&filename);
+            prepare(&filename, Loader::File);
             return pstmt;
         };
         let target = target.to_string_lossy().into_owned();
-        prepare(&target);
+        prepare(&target, Loader::File);
         let pstmt =
             if read_only_tree { pg_sys::copyObjectImpl(pstmt.cast()).cast::<pg_sys::PlannedStmt>() } else { pstmt };
         let load = (*pstmt).utilityStmt.cast::<pg_sys::LoadStmt>();

@@ -1,0 +1,157 @@
+//! End to end: nothing of ours runs for a role PostgreSQL would refuse, paths stay with the
+//! roles that may see them, only the postmaster's configuration shapes the server catalog, and
+//! library names mean what dfmgr.c makes of them.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use esp_e2e::{Server, cc, mkimage, pg_module_source, run_chmod_readable, sql_extension, tempdir};
+
+/// An image `esp_mark` under `<prefix>`: module `lib/esp_mark.so` needs `lib/libesp_mark.so.1`,
+/// whose constructor creates the file `<marks>/<name>` — proof that something loaded it.
+fn marking_image(prefix: &Path, marks: &Path) {
+    let img = prefix.join("esp_mark");
+    let lib = img.join("lib/libesp_mark.so.1");
+    cc(
+        &lib,
+        &format!(
+            "#include <fcntl.h>\n#include <unistd.h>\n\
+             __attribute__((constructor)) static void mark(void) {{ int fd = open(\"{}/loaded\", O_CREAT | O_WRONLY, 0666); if (fd >= 0) close(fd); }}\n\
+             int esp_mark(void) {{ return 7; }}\n",
+            marks.display()
+        ),
+        &[],
+    );
+    cc(&img.join("lib/esp_mark.so"), &pg_module_source("esp_mark_value", "int esp_mark(void);", "esp_mark()"), &[&lib]);
+    sql_extension(&img, "esp_mark", "CREATE FUNCTION esp_mark_value() RETURNS int AS 'MODULE_PATHNAME' LANGUAGE C;\n");
+    run_chmod_readable(prefix);
+}
+
+fn marks_dir(root: &Path) -> PathBuf {
+    let marks = root.join("marks");
+    fs::create_dir_all(&marks).unwrap();
+    fs::set_permissions(&marks, fs::Permissions::from_mode(0o777)).unwrap();
+    marks
+}
+
+#[test]
+fn nothing_is_loaded_for_a_role_postgres_refuses() {
+    let dir = tempdir();
+    let prefix = dir.path().join("extensions");
+    let marks = marks_dir(dir.path());
+    marking_image(&prefix, &marks);
+    // the same module outside any prefix, as an arbitrary directory a role might name
+    let loose = dir.path().join("loose");
+    fs::create_dir_all(&loose).unwrap();
+    for f in ["esp_mark.so", "libesp_mark.so.1"] {
+        fs::copy(prefix.join("esp_mark/lib").join(f), loose.join(f)).unwrap();
+    }
+    run_chmod_readable(dir.path());
+    let s = Server::with_path(&format!("$system:{}", prefix.display()), &[]);
+    s.sql("CREATE ROLE plain LOGIN");
+    let loaded = || marks.join("loaded").exists();
+    for (statement, stock_error) in [
+        ("LOAD '$libdir/esp_mark'", "access to library \"$libdir/esp_mark\" is not allowed"),
+        ("LOAD 'esp_mark'", "access to library \"esp_mark\" is not allowed"),
+        (&format!("LOAD '{}/esp_mark.so'", loose.display()) as &str, "is not allowed"),
+        (
+            "CREATE FUNCTION pg_temp.f() RETURNS int AS '$libdir/esp_mark', 'esp_mark_value' LANGUAGE C",
+            "permission denied for language c",
+        ),
+        ("CREATE EXTENSION esp_mark", "permission denied to create extension \"esp_mark\""),
+    ] {
+        let err = s.try_sql_as("plain", statement).unwrap_err();
+        assert!(err.contains(stock_error), "{statement}: {err}");
+        assert!(!loaded(), "{statement} ran the bundled library's code for a role PostgreSQL refuses");
+    }
+    // A superuser's LOAD of a file that is no copy under a prefix: PostgreSQL's own attempt,
+    // nothing of ours (its dependency is not found by the loader).
+    let err = s.sql_err(&format!("LOAD '{}/esp_mark.so'", loose.display()));
+    assert!(err.contains("libesp_mark.so.1: cannot open shared object file"), "{err}");
+    assert!(!loaded(), "a dependency of a file outside the prefixes was loaded");
+    // and the image's own module, for a superuser, is served with its bundled library
+    s.sql("CREATE EXTENSION esp_mark");
+    assert_eq!(s.sql("SELECT esp_mark_value()"), "7");
+    assert!(loaded());
+    s.assert_no_crash();
+}
+
+#[test]
+fn paths_in_errors_are_for_roles_that_may_see_them() {
+    let dir = tempdir();
+    let prefix = dir.path().join("extensions");
+    let marks = marks_dir(dir.path());
+    marking_image(&prefix, &marks);
+    let s = Server::with_path(&format!("$system:{}", prefix.display()), &[]);
+    s.sql("CREATE EXTENSION esp_mark; CREATE ROLE plain LOGIN; GRANT EXECUTE ON FUNCTION esp_mark_value() TO plain");
+    // the bundled library goes missing: every new backend's first call reports it
+    fs::remove_file(prefix.join("esp_mark/lib/libesp_mark.so.1")).unwrap();
+    s.sql(
+        "CREATE ROLE reader LOGIN IN ROLE pg_read_server_files; GRANT EXECUTE ON FUNCTION esp_mark_value() TO reader",
+    );
+    let message =
+        "ERROR:  could not load library \"$libdir/esp_mark\": required library \"libesp_mark.so.1\" was not found";
+    let plain = s.try_sql_as("plain", "SELECT esp_mark_value()").unwrap_err();
+    assert!(plain.contains(message), "{plain}");
+    assert!(!plain.contains("DETAIL") && !plain.contains(&dir.path().display().to_string()), "{plain}");
+    assert!(plain.contains("HINT:  Bundle \"libesp_mark.so.1\""), "{plain}");
+    for role in ["reader", "postgres"] {
+        let err = s.try_sql_as(role, "SELECT esp_mark_value()").unwrap_err();
+        assert!(err.contains(message) && err.contains(&format!("DETAIL:  \"{}", prefix.display())), "{role}: {err}");
+    }
+}
+
+#[test]
+fn per_role_values_get_a_catalog_of_their_own_never_the_servers() {
+    let dir = tempdir();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    mkimage("cnpg", "contrib:seg", &a.join("seg"));
+    mkimage("cnpg", "contrib:cube", &b.join("cube"));
+    let s = Server::with_path(&format!("$system:{}", a.display()), &[]);
+    s.sql(&format!(
+        "CREATE ROLE other LOGIN SUPERUSER; ALTER ROLE other SET extension_search_path.path = '$system:{}'",
+        b.display()
+    ));
+    s.sql("CREATE DATABASE otherdb");
+    s.sql(&format!("ALTER DATABASE otherdb SET extension_search_path.path = '$system:{}'", b.display()));
+    // the role's sessions see its path ...
+    assert_eq!(s.try_sql_as("other", "CREATE EXTENSION cube; SELECT '(1)'::cube").unwrap(), "(1)");
+    // ... and every other session still sees the server-wide one
+    let available =
+        "SELECT string_agg(name, ',' ORDER BY name) FROM pg_available_extensions WHERE name IN ('seg', 'cube')";
+    assert_eq!(s.sql(available), "seg");
+    assert_eq!(s.sql("CREATE EXTENSION seg; SELECT '1'::seg"), "1");
+    assert_eq!(s.sql(available), "seg");
+    s.assert_no_crash();
+}
+
+#[test]
+fn library_names_follow_dfmgr_at_preload_session_preload_and_load() {
+    let dir = tempdir();
+    let prefix = dir.path().join("extensions");
+    mkimage("cnpg", "contrib:auto_explain", &prefix.join("auto_explain"));
+    let file = prefix.join("auto_explain/lib/auto_explain");
+    // an absolute path without the suffix, at preload and session preload: stock loads it
+    let mut s = Server::with_path(
+        &format!("$system:{}", prefix.display()),
+        &[
+            &format!("shared_preload_libraries = 'extension_search_path, {}'", file.display()),
+            &format!("session_preload_libraries = '{}'", file.display()),
+        ],
+    );
+    assert_eq!(s.sql("SHOW auto_explain.log_min_duration"), "-1");
+    s.sql(&format!("LOAD '{}'", file.display()));
+    // $libdir/plugins/x is pkglibdir's plugins/ only, for every role, as in PostgreSQL
+    s.sql("CREATE ROLE plain LOGIN");
+    for role in ["plain", "postgres"] {
+        let err = s.try_sql_as(role, "LOAD '$libdir/plugins/auto_explain'").unwrap_err();
+        assert!(
+            err.contains("could not access file \"$libdir/plugins/auto_explain\": No such file or directory"),
+            "{err}"
+        );
+    }
+    s.restart();
+    assert_eq!(s.sql("SHOW auto_explain.log_min_duration"), "-1");
+    s.assert_no_crash();
+}
