@@ -155,3 +155,29 @@ fn library_names_follow_dfmgr_at_preload_session_preload_and_load() {
     assert_eq!(s.sql("SHOW auto_explain.log_min_duration"), "-1");
     s.assert_no_crash();
 }
+
+#[test]
+fn a_huge_library_is_never_read_whole() {
+    let dir = tempdir();
+    let prefix = dir.path().join("extensions");
+    let lib = prefix.join("esp_huge/lib");
+    fs::create_dir_all(&lib).unwrap();
+    // 800 MB, sparse: it costs no disk, but reading it whole would cost a backend 800 MB.
+    let huge = fs::File::create(lib.join("esp_huge.so")).unwrap();
+    huge.set_len(800 << 20).unwrap();
+    drop(huge);
+    run_chmod_readable(dir.path());
+    let s = Server::with_path(&format!("$system:{}", prefix.display()), &[]);
+    let out = s.psql_script(
+        "LOAD '$libdir/esp_huge';\n\
+         SELECT 'peak ' || substring(pg_read_file('/proc/self/status') from 'VmHWM:\\s*(\\d+) kB');\n",
+    );
+    assert!(out.contains("could not load library \"$libdir/esp_huge\""), "{out}");
+    let peak: u64 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("peak "))
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or_else(|| panic!("no peak in {out}"));
+    assert!(peak < 200 << 10, "the backend's peak memory reached {peak} kB:\n{out}");
+    s.assert_no_crash();
+}

@@ -41,31 +41,202 @@ pub fn machine_name(machine: u16) -> String {
     }
 }
 
-/// Reads the dynamic section of the shared object at `path` (a regular file; symlinks followed).
+/// Where the bytes of an object come from: a file read piece by piece, or bytes in memory.
+trait Source {
+    fn len(&self) -> u64;
+    /// `len` bytes at `offset`, or an error when they are not all there.
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, String>;
+}
+
+impl Source for [u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, String> {
+        usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.get(start..start.checked_add(len)?))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| format!("{len} bytes at offset {offset} are past the end"))
+    }
+}
+
+impl Source for std::fs::File {
+    fn len(&self) -> u64 {
+        self.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, String> {
+        use std::os::unix::fs::FileExt;
+        if offset.checked_add(len as u64).is_none_or(|end| end > Source::len(self)) {
+            return Err(format!("{len} bytes at offset {offset} are past the end"));
+        }
+        let mut buf = vec![0; len];
+        self.read_exact_at(&mut buf, offset).map_err(|e| e.to_string())?;
+        Ok(buf)
+    }
+}
+
+/// What is read of an object is bounded, whatever its size: the ELF header, the program headers
+/// (at most 64 KiB), the dynamic segment (at most 1 MiB) and the dynamic string table (at most
+/// 16 MiB). The magic-block scan for reports reads the file in 1 MiB pieces.
+const MAX_PROGRAM_HEADERS: usize = 64 << 10;
+const MAX_DYNAMIC: usize = 1 << 20;
+const MAX_DYNSTR: usize = 16 << 20;
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// Reads the dynamic section of the shared object at `path` (a regular file; symlinks
+/// followed), with the PostgreSQL major version of a module's magic block.
 pub fn read_elf(path: &Path) -> Result<ElfInfo, String> {
-    let bytes = crate::safe_fs::read_regular(path, crate::safe_fs::MAX_LIBRARY_FILE)
-        .map_err(|e| format!("could not read \"{}\": {e}", path.display()))?;
-    parse_elf(&bytes).map_err(|e| format!("\"{}\" is not a valid ELF shared object: {e}", path.display()))
+    read_path(path, true)
+}
+
+/// [`read_elf`] without the magic-block scan (`pg_major` is `None`): what dependency plans need.
+pub fn read_dynamic(path: &Path) -> Result<ElfInfo, String> {
+    read_path(path, false)
+}
+
+fn read_path(path: &Path, magic: bool) -> Result<ElfInfo, String> {
+    let file = crate::safe_fs::open_regular(path).map_err(|e| format!("could not read \"{}\": {e}", path.display()))?;
+    let mut info = parse(&file).map_err(|e| format!("\"{}\" is not a valid ELF shared object: {e}", path.display()))?;
+    if magic && info.is_pg_module {
+        info.pg_major = scan_magic(&file, info.little_endian());
+    }
+    Ok(info.into())
 }
 
 /// Parses ELF bytes; never panics on malformed input.
 pub fn parse_elf(bytes: &[u8]) -> Result<ElfInfo, String> {
-    let elf = goblin::elf::Elf::parse(bytes).map_err(|e| e.to_string())?;
-    let mut search_paths = Vec::new();
-    for list in elf.rpaths.iter().chain(elf.runpaths.iter()) {
-        search_paths.extend(list.split(':').filter(|s| !s.is_empty()).map(String::from));
+    let mut info = parse(bytes)?;
+    if info.is_pg_module {
+        info.pg_major = magic_major(bytes, info.little_endian());
     }
-    let is_pg_module =
-        elf.dynsyms.iter().any(|sym| sym.st_shndx != 0 && elf.dynstrtab.get_at(sym.st_name) == Some("Pg_magic_func"));
-    Ok(ElfInfo {
-        soname: elf.soname.map(String::from),
-        needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
-        search_paths,
-        machine: elf.header.e_machine,
-        is_64: elf.is_64,
-        is_pg_module,
-        pg_major: if is_pg_module { magic_major(bytes, elf.little_endian) } else { None },
-    })
+    Ok(info.into())
+}
+
+/// [`ElfInfo`] and the byte order it was read in.
+struct Parsed {
+    info: ElfInfo,
+    little_endian: bool,
+}
+
+impl Parsed {
+    fn little_endian(&self) -> bool {
+        self.little_endian
+    }
+}
+
+impl std::ops::Deref for Parsed {
+    type Target = ElfInfo;
+    fn deref(&self) -> &ElfInfo {
+        &self.info
+    }
+}
+
+impl std::ops::DerefMut for Parsed {
+    fn deref_mut(&mut self) -> &mut ElfInfo {
+        &mut self.info
+    }
+}
+
+impl From<Parsed> for ElfInfo {
+    fn from(p: Parsed) -> ElfInfo {
+        p.info
+    }
+}
+
+fn parse<S: Source + ?Sized>(src: &S) -> Result<Parsed, String> {
+    use goblin::container::{Container, Ctx};
+    use goblin::elf::dynamic::{DT_NEEDED, DT_NULL, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_STRSZ, DT_STRTAB, Dyn};
+    use goblin::elf::program_header::{PT_DYNAMIC, PT_LOAD, ProgramHeader};
+    use scroll::Pread;
+
+    let head = src.read_at(0, src.len().min(goblin::elf::header::header64::SIZEOF_EHDR as u64) as usize)?;
+    let header = goblin::elf::Elf::parse_header(&head).map_err(|e| e.to_string())?;
+    let container = header.container().map_err(|e| e.to_string())?;
+    let endian = header.endianness().map_err(|e| e.to_string())?;
+    let ctx = Ctx::new(container, endian);
+    let count = header.e_phnum as usize;
+    let size = ProgramHeader::size(ctx);
+    if count * size > MAX_PROGRAM_HEADERS {
+        return Err(format!("{count} program headers"));
+    }
+    let phdr_bytes = src.read_at(header.e_phoff, count * size)?;
+    let phdrs = ProgramHeader::parse(&phdr_bytes, 0, count, ctx).map_err(|e| e.to_string())?;
+
+    let mut info = ElfInfo {
+        soname: None,
+        needed: Vec::new(),
+        search_paths: Vec::new(),
+        machine: header.e_machine,
+        is_64: container == Container::Big,
+        is_pg_module: false,
+        pg_major: None,
+    };
+    let little_endian = endian == scroll::Endian::Little;
+    let Some(dynamic) = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC) else {
+        return Ok(Parsed { info, little_endian });
+    };
+    let dyn_len =
+        usize::try_from(dynamic.p_filesz).ok().filter(|l| *l <= MAX_DYNAMIC).ok_or("dynamic segment too large")?;
+    let dyn_bytes = src.read_at(dynamic.p_offset, dyn_len)?;
+    let entry = Dyn::size(container);
+    let mut entries = Vec::new();
+    for offset in (0..dyn_bytes.len() / entry).map(|i| i * entry) {
+        let d: Dyn = dyn_bytes.pread_with(offset, ctx).map_err(|e: goblin::error::Error| e.to_string())?;
+        if d.d_tag == DT_NULL {
+            break;
+        }
+        entries.push((d.d_tag, d.d_val));
+    }
+    let value = |tag| entries.iter().find(|(t, _)| *t == tag).map(|(_, v)| *v);
+    let (Some(strtab), Some(strsz)) = (value(DT_STRTAB), value(DT_STRSZ)) else {
+        return Ok(Parsed { info, little_endian });
+    };
+    // DT_STRTAB is an address: the loadable segment holding it says where it is in the file.
+    let offset = phdrs
+        .iter()
+        .filter(|p| p.p_type == PT_LOAD)
+        .find(|p| p.p_vaddr <= strtab && strtab - p.p_vaddr < p.p_filesz)
+        .and_then(|p| (strtab - p.p_vaddr).checked_add(p.p_offset))
+        .ok_or("the dynamic string table is in no loadable segment")?;
+    let strsz = usize::try_from(strsz).ok().filter(|l| *l <= MAX_DYNSTR).ok_or("dynamic string table too large")?;
+    let strings = src.read_at(offset, strsz)?;
+    let string = |at: u64| -> Result<String, String> {
+        let rest = usize::try_from(at).ok().and_then(|at| strings.get(at..)).ok_or("string offset out of range")?;
+        let end = rest.iter().position(|b| *b == 0).ok_or("unterminated string")?;
+        Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
+    };
+    for (tag, val) in &entries {
+        match *tag {
+            DT_NEEDED => info.needed.push(string(*val)?),
+            DT_SONAME => info.soname = Some(string(*val)?),
+            DT_RPATH | DT_RUNPATH => {
+                info.search_paths.extend(string(*val)?.split(':').filter(|s| !s.is_empty()).map(String::from))
+            }
+            _ => {}
+        }
+    }
+    // A module exports Pg_magic_func; its name is then among the dynamic strings.
+    info.is_pg_module = strings.split(|b| *b == 0).any(|s| s == b"Pg_magic_func");
+    Ok(Parsed { info, little_endian })
+}
+
+/// [`magic_major`] over a file, read in pieces that overlap by a block's length.
+fn scan_magic(file: &std::fs::File, little_endian: bool) -> Option<u32> {
+    let len = Source::len(file);
+    let mut offset = 0u64;
+    while offset < len {
+        let take = (len - offset).min(SCAN_CHUNK as u64) as usize;
+        let chunk = file.read_at(offset, take).ok()?;
+        if let Some(major) = magic_major(&chunk, little_endian) {
+            return Some(major);
+        }
+        if offset + take as u64 >= len {
+            break;
+        }
+        offset += (take - 24) as u64 & !3;
+    }
+    None
 }
 
 /// Finds PostgreSQL's magic block in a module's data: `int len` followed by the ABI fields
@@ -106,6 +277,19 @@ mod tests {
         let info = read_elf(libc).unwrap();
         assert_eq!(info.soname.as_deref(), Some("libc.so.6"));
         assert!(info.is_64);
+    }
+
+    #[test]
+    fn reading_a_file_and_parsing_its_bytes_agree() {
+        let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/usr/lib64/libc.so.6"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .expect("a libc.so.6");
+        let bytes = std::fs::read(libc).unwrap();
+        assert_eq!(read_elf(libc).unwrap(), parse_elf(&bytes).unwrap());
+        assert_eq!(read_dynamic(libc).unwrap(), parse_elf(&bytes).unwrap());
+        assert!(!parse_elf(&bytes).unwrap().needed.is_empty());
     }
 
     #[test]

@@ -16,8 +16,6 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::elf::read_elf;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
     /// In the image of the object that needs it (or next to it through `$ORIGIN`).
@@ -111,7 +109,7 @@ fn visit(
     plan: &mut Plan,
     depth: usize,
 ) -> Result<(), String> {
-    let info = read_elf(object)?;
+    let info = crate::elf::read_dynamic(object)?;
     if depth > MAX_DEPTH {
         return Ok(());
     }

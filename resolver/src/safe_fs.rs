@@ -12,19 +12,15 @@ use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-/// Control files and metadata are small; libraries are not.
+/// Control files and metadata are small. Libraries are never read whole (see `crate::elf`).
 pub const MAX_TEXT_FILE: u64 = 1 << 20;
-pub const MAX_LIBRARY_FILE: u64 = 1 << 30;
 /// Entries read from one directory; the rest are ignored.
 pub const MAX_DIR_ENTRIES: usize = 100_000;
 
 /// The content of the regular file at `path` (symlinks followed), at most `max` bytes.
 pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)?;
+    let file = open_regular(path)?;
     let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
-    }
     if meta.len() > max {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
     }
@@ -34,6 +30,16 @@ pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
     }
     Ok(bytes)
+}
+
+/// The regular file at `path` (symlinks followed), opened without blocking, for reading parts
+/// of it at given offsets.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
 }
 
 pub fn read_text(path: &Path) -> io::Result<String> {

@@ -160,8 +160,9 @@ unsafe fn prepare_load(pstmt: *mut pg_sys::PlannedStmt, read_only_tree: bool) ->
             prepare(&filename, Loader::File);
             return pstmt;
         };
+        // The same file as a C function's `$libdir/x` finds (what load_target looked up).
+        prepare(&filename, Loader::Function);
         let target = target.to_string_lossy().into_owned();
-        prepare(&target, Loader::File);
         let pstmt =
             if read_only_tree { pg_sys::copyObjectImpl(pstmt.cast()).cast::<pg_sys::PlannedStmt>() } else { pstmt };
         let load = (*pstmt).utilityStmt.cast::<pg_sys::LoadStmt>();
