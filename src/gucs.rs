@@ -76,7 +76,10 @@ unsafe extern "C-unwind" fn check_path(
         let errors = esp_resolver::path::interactive_errors(&value);
         if errors.is_empty() {
             if esp_resolver::path::has_empty_elements(&value) {
-                pgrx::warning!("extension_search_path.path: empty path elements are ignored");
+                crate::messages::warn(
+                    PgLogLevel::WARNING,
+                    "extension_search_path.path: empty path elements are ignored".into(),
+                );
             }
             return true;
         }

@@ -17,6 +17,7 @@ mod core_paths;
 mod gucs;
 mod hooks;
 mod libraries;
+mod messages;
 mod roles;
 mod server;
 mod sql;

@@ -51,7 +51,11 @@ pub fn prepare(name: &str, loader: Loader) {
         return;
     };
     let policy = crate::gucs::trust_policy();
-    let distrusted = |file: &Path| policy.enforce.then(|| policy.distrust(file)).flatten();
+    let index = session_index();
+    let distrusted = |file: &Path| {
+        let top = index.prefix_holding(file).unwrap_or_else(|| file.parent().unwrap_or(file).to_path_buf());
+        policy.enforce.then(|| policy.distrust_from(&top, file)).flatten()
+    };
     if let Some(why) = distrusted(&real) {
         refuse_untrusted(name, &real, &why);
     }
@@ -60,7 +64,7 @@ pub fn prepare(name: &str, loader: Loader) {
     let mut result = plan(&real, &ctx);
     if result.as_ref().is_ok_and(|p| p.missing().next().is_some()) {
         // Not in its own image nor on the system: look in the other images too.
-        ctx.image_dirs = session_index().image_library_dirs();
+        ctx.image_dirs = index.image_library_dirs();
         result = plan(&real, &ctx);
     }
     let plan = match result {
@@ -176,25 +180,6 @@ pub fn load_target(filename: &str) -> Option<PathBuf> {
         return None;
     }
     locate(filename, Loader::Function)
-}
-
-/// The module_pathname of `name` and of everything it requires (what CASCADE may create), as
-/// resolved along the session's path.
-pub fn extension_modules(index: &Index, name: &str) -> Vec<String> {
-    let mut modules = Vec::new();
-    let mut todo = vec![name.to_string()];
-    let mut seen = HashSet::new();
-    while let Some(next) = todo.pop() {
-        if !seen.insert(next.clone()) {
-            continue;
-        }
-        let Some(control) = index.resolve(&next).and_then(|c| c.read_control().ok()) else { continue };
-        if let Some(module) = control.module_pathname() {
-            modules.push(module.to_string());
-        }
-        todo.extend(control.requires());
-    }
-    modules
 }
 
 /// At server start, in the postmaster: prepare every library named in

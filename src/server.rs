@@ -81,10 +81,9 @@ fn record_server_path(value: &str) {
         .and_then(|()| fs::rename(&tmp, &file));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
-        ereport!(
+        crate::messages::warn(
             PgLogLevel::WARNING,
-            PgSqlErrorCode::ERRCODE_IO_ERROR,
-            format!("extension_search_path: could not record the server-wide path in \"{}\": {e}", file.display())
+            format!("extension_search_path: could not record the server-wide path in \"{}\": {e}", file.display()),
         );
     }
 }
@@ -117,15 +116,15 @@ pub fn catalog_for(value: &str) -> Catalog {
 }
 
 /// Brings the catalog of this session's path up to date and points the session's core settings
-/// at it (CREATE/ALTER EXTENSION, LOAD, rescan()). Problems are logged at LOG for the server
-/// catalog (every backend would repeat them) and at WARNING for a path the session set itself
-/// or when `loud`, to roles that may see paths.
+/// at it (CREATE/ALTER EXTENSION, LOAD, rescan()). Problems go to the server log only for the
+/// server catalog (every backend would repeat them, and clients are not told about paths) and
+/// are a WARNING for a path the session set itself or when `loud`, to roles that may see paths.
 pub fn refresh_session(how: Refresh, loud: bool) -> Arc<Index> {
     let path = crate::gucs::path();
     let catalog = catalog_for(&path);
     // Problems name paths: clients see them only when they may see paths.
     let own = loud || catalog != locations().server;
-    let level = if own && crate::roles::may_see_paths() { PgLogLevel::WARNING } else { PgLogLevel::LOG };
+    let level = if own && crate::roles::may_see_paths() { PgLogLevel::WARNING } else { PgLogLevel::LOG_SERVER_ONLY };
     let index = refresh(&catalog, &path, level, how);
     crate::core_paths::point_session_at(&catalog);
     index
@@ -207,22 +206,24 @@ fn refresh_with(
     let catalog = &catalog.clone().with_trust(policy);
     let index = Index::build(&SearchPath::parse(value), &locations().system);
     for problem in &index.problems {
-        ereport!(level, PgSqlErrorCode::ERRCODE_WARNING, format!("extension_search_path: {problem}"));
+        crate::messages::warn(level, format!("extension_search_path: {problem}"));
     }
     match catalog.sync(&index) {
         Ok(report) => {
             for problem in &report.problems {
-                ereport!(level, PgSqlErrorCode::ERRCODE_WARNING, format!("extension_search_path: {problem}"));
+                crate::messages::warn(level, format!("extension_search_path: {problem}"));
             }
         }
-        Err(e) => ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_IO_ERROR,
-            format!("extension_search_path: could not update catalog \"{}\": {e}", catalog.root().display()),
-            "refresh",
-        )
-        .set_detail("CREATE EXTENSION and LOAD use the catalog as it was.")
-        .set_hint("Check that the data directory is writable by the server.")
-        .report(PgLogLevel::WARNING),
+        Err(e) => crate::messages::emit(
+            level,
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_IO_ERROR,
+                format!("extension_search_path: could not update catalog \"{}\": {e}", catalog.root().display()),
+                "refresh",
+            )
+            .set_detail("CREATE EXTENSION and LOAD use the catalog as it was.")
+            .set_hint("Check that the data directory is writable by the server."),
+        ),
     }
     let index = Arc::new(index);
     let previous =

@@ -354,7 +354,7 @@ fn check() -> TableIterator<
     let index = crate::libraries::session_index();
     let libraries = library_reports(&index, &library_context(&index));
     let major = pg_sys::PG_VERSION_NUM / 10000;
-    let rows: Vec<_> = check_findings(&index, &libraries, major)
+    let rows: Vec<_> = check_findings(&index, &libraries, major, &crate::gucs::trust_policy())
         .into_iter()
         .map(|f| (f.severity.as_str().to_string(), f.image.as_deref().map(text), f.extension, f.message, f.hint))
         .collect();

@@ -118,7 +118,7 @@ fn hostile_trees_never_hang_crash_or_hide_good_images() {
         found.contains(&format!("{}: could not read directory: Permission denied", p.join("secret").display())),
         "{found}"
     );
-    assert!(found.contains("noise.control\" cannot be used"), "{found}");
+    assert!(found.contains("noise.control\": control file cannot be used"), "{found}");
     assert!(started.elapsed() < Duration::from_secs(120), "took {:?}", started.elapsed());
     s.assert_no_crash();
 }

@@ -92,9 +92,15 @@ fn check_finds_every_planted_problem() {
     for needle in [
         format!("error: library \"{}/lib/h3.so\" requires \"libh3.so.1\", which was not found", image("h3")),
         "warning: no update path to 1.8 from version(s) 1.1, 1.2".to_string(),
-        format!("error: control file \"{}/broken.control\" cannot be used", image("broken")),
-        format!("error: script directory \"{}/share/gone\" does not exist", image("lost")),
-        format!("warning: \"{}/sql/citext--1.4.sql\" is writable by group or others", image("citext")),
+        format!("error: \"{}/broken.control\": control file cannot be used: syntax error in line 1", image("broken")),
+        format!(
+            "error: \"{0}/share/extension/lost.control\": script directory \"{0}/share/gone\" does not exist",
+            image("lost")
+        ),
+        format!(
+            "error: \"{0}/citext.control\": not trusted, left out: \"{0}/sql/citext--1.4.sql\" is writable by group or others",
+            image("citext")
+        ),
         format!("error: module \"{}/lib/old.so\" is built for PostgreSQL 17, this server is 18", image("old")),
         format!("error: library \"{}/lib/arm.so\" is built for aarch64, not x86_64", image("arm")),
         format!("warning: library \"seg.so\" is provided by 2 images ({}, {}/seg)", image("seg"), later.display()),

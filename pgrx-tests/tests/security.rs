@@ -100,6 +100,21 @@ fn paths_in_errors_are_for_roles_that_may_see_them() {
         let err = s.try_sql_as(role, "SELECT esp_mark_value()").unwrap_err();
         assert!(err.contains(message) && err.contains(&format!("DETAIL:  \"{}", prefix.display())), "{role}: {err}");
     }
+    // statements that load nothing in PostgreSQL load nothing with us either
+    let out = s.psql_script("CREATE EXTENSION IF NOT EXISTS esp_mark;\nALTER EXTENSION esp_mark UPDATE;\n");
+    assert!(out.contains("extension \"esp_mark\" already exists, skipping"), "{out}");
+    assert!(out.contains("version \"1.0\" of extension \"esp_mark\" is already installed"), "{out}");
+    assert!(!out.contains("ERROR"), "{out}");
+    // what a refresh meets goes to the server log, never to a client, whatever it asks for
+    fs::create_dir_all(prefix.join("esp_broken")).unwrap();
+    fs::write(prefix.join("esp_broken/esp_broken.control"), "default_version = '1.0\n").unwrap();
+    run_chmod_readable(&prefix);
+    let out = s.psql_script("SET client_min_messages = debug5;\nCREATE EXTENSION esp_nothing;\n");
+    assert!(out.contains("extension \"esp_nothing\" is not available"), "{out}");
+    assert!(!out.contains("extension_search_path:") && !out.contains("esp_broken"), "{out}");
+    let out = s.try_sql_as("plain", "SET client_min_messages = debug5; CREATE EXTENSION esp_nothing").unwrap_err();
+    assert!(!out.contains("extension_search_path:") && !out.contains("esp_broken"), "{out}");
+    assert!(s.log().contains("esp_broken.control: control file cannot be used"), "{}", s.log());
 }
 
 #[test]
@@ -179,5 +194,66 @@ fn a_huge_library_is_never_read_whole() {
         .and_then(|kb| kb.parse().ok())
         .unwrap_or_else(|| panic!("no peak in {out}"));
     assert!(peak < 200 << 10, "the backend's peak memory reached {peak} kB:\n{out}");
+    s.assert_no_crash();
+}
+
+#[test]
+fn what_postgres_would_refuse_or_anyone_could_replace_is_left_out_and_named() {
+    let dir = tempdir();
+    let p = dir.path().join("ext");
+    let gw = dir.path().join("group-writable");
+    let rfc = |prefix: &Path, name: &str, control: &str| {
+        fs::create_dir_all(prefix.join(name).join("sql")).unwrap();
+        fs::write(prefix.join(name).join(format!("{name}.control")), control).unwrap();
+        fs::write(prefix.join(name).join(format!("sql/{name}--1.0.sql")), "SELECT 1;\n").unwrap();
+    };
+    rfc(&p, "esp_good", "default_version = '1.0'\nrelocatable = true\n");
+    rfc(&p, "esp_capital", "Default_Version = '1.0'\n");
+    rfc(&p, "esp_unquoted", "default_version = '1.0'\nmodule_pathname = $libdir/baz\n");
+    rfc(&p, "esp_encoding", "default_version = '1.0'\nencoding = klingon\n");
+    rfc(&p, "esp_requires", "default_version = '1.0'\nrequires = 'a,,b'\n");
+    rfc(&p, "esp_nowhere", "default_version = '1.0'\ndirectory = '/nonexistent'\n");
+    let loose = dir.path().join("loose-scripts");
+    rfc(&p, "esp_loose", &format!("default_version = '1.0'\ndirectory = '{}'\n", loose.display()));
+    fs::create_dir_all(&loose).unwrap();
+    fs::write(loose.join("esp_loose--1.0.sql"), "SELECT 1;\n").unwrap();
+    rfc(&p, "esp_foreign", "default_version = '1.0'\n");
+    rfc(&gw, "esp_shared", "default_version = '1.0'\n");
+    run_chmod_readable(dir.path());
+    fs::set_permissions(&loose, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(loose.join("esp_loose--1.0.sql"), fs::Permissions::from_mode(0o666)).unwrap();
+    fs::set_permissions(&gw, fs::Permissions::from_mode(0o775)).unwrap();
+    let foreign = p.join("esp_foreign/esp_foreign.control");
+    let chown = std::process::Command::new("chown").arg("nobody").arg(&foreign).status().unwrap();
+    assert!(chown.success());
+
+    let s = Server::with_path(&format!("$system:{}:{}", p.display(), gw.display()), &[]);
+    // PostgreSQL's own views keep working for everybody, and serve only what is usable
+    let available =
+        s.sql("SELECT string_agg(name, ',' ORDER BY name) FROM pg_available_extensions WHERE name LIKE 'esp%'");
+    assert_eq!(available, "esp_good");
+    s.sql("SELECT count(*) FROM pg_available_extension_versions");
+    s.sql("CREATE EXTENSION esp_good");
+    for name in ["esp_capital", "esp_unquoted", "esp_nowhere", "esp_loose", "esp_foreign", "esp_shared"] {
+        let err = s.sql_err(&format!("CREATE EXTENSION {name}"));
+        assert!(err.contains(&format!("extension \"{name}\" is not available")), "{err}");
+    }
+    // the server log and check() say why, each
+    s.sql("CREATE EXTENSION extension_search_path");
+    let found = s.sql("SELECT severity || ': ' || message FROM extension_search_path.check()");
+    for needle in [
+        "unrecognized parameter \"Default_Version\"".to_string(),
+        "esp_unquoted.control\": control file cannot be used: syntax error in line 2, near token \"$\"".to_string(),
+        "\"klingon\" is not a valid encoding name".to_string(),
+        "parameter \"requires\" must be a list of extension names".to_string(),
+        "script directory \"/nonexistent\" does not exist".to_string(),
+        format!("not trusted, left out: \"{}\" is writable by group or others", loose.display()),
+        format!("error: \"{0}\": not trusted, left out: \"{0}\" is owned by uid 65534", foreign.display()),
+        format!("not trusted, left out: \"{}\" is writable by group or others", gw.display()),
+    ] {
+        assert!(found.contains(&needle), "check() lacks {needle:?}:\n{found}");
+    }
+    let log = s.log();
+    assert!(log.contains(&format!("{}: not trusted, left out", foreign.display())), "{log}");
     s.assert_no_crash();
 }

@@ -71,6 +71,13 @@ LOAD 'no_such_library';
 LOAD '$libdir/no_such_library';
 CREATE FUNCTION nolib() RETURNS int AS 'no_such_library', 'f' LANGUAGE C;
 CREATE FUNCTION nolib() RETURNS int AS '$libdir/no_such_library', 'f' LANGUAGE C;
+CREATE FUNCTION "C"() RETURNS int AS 'no_such_library', 'f' LANGUAGE "C";
+CREATE FUNCTION ld() RETURNS int LANGUAGE plpgsql PARALLEL SAFE AS $$ BEGIN LOAD 'no_such_library'; RETURN 1; END $$;
+SET extension_search_path.path = '$system';
+SET debug_parallel_query = on;
+SELECT ld();
+RESET debug_parallel_query;
+RESET extension_search_path.path;
 SET check_function_bodies = off;
 CREATE FUNCTION nolib() RETURNS int AS '$libdir/no_such_library', 'f' LANGUAGE C;
 SELECT nolib();
@@ -107,10 +114,14 @@ fn errors_and_notices_reach_the_client_exactly_as_without_the_extension() {
         "could not access file \"no_such_library\": No such file or directory",
         "could not access file \"$libdir/no_such_library\": No such file or directory",
         "LOCATION:  ",
+        "language \"C\" does not exist",
+        "cannot execute LOAD during a parallel operation",
     ] {
         assert!(expected.contains(field), "stock output lacks {field:?}:\n{expected}");
     }
-    assert!(!got.contains("stack backtrace") && !got.contains("rust_begin_unwind"), "{got}");
+    for rust in ["pgrx_pg_sys::", "std::panicking", "rust_begin_unwind", "stack backtrace"] {
+        assert!(!got.contains(rust), "a Rust backtrace reached the client:\n{got}");
+    }
     if got != expected {
         let diff: Vec<String> = expected
             .lines()

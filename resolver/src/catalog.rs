@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::Problem;
 use crate::control::{ControlFile, quote};
-use crate::index::{Index, Layout};
+use crate::index::{ExtensionCopy, Index, Layout, LibraryCopy};
 use crate::safe_fs::TrustPolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,16 +89,8 @@ impl Catalog {
 
         let mut report = SyncReport::default();
         let mut controls: BTreeMap<OsString, Vec<u8>> = BTreeMap::new();
-        let distrust = |path: &Path| if self.trust.enforce { self.trust.distrust(path) } else { None };
         for copy in index.winners().filter(|c| c.layout != Layout::System) {
-            if let Some(why) = distrust(&copy.control_file) {
-                report.problems.push(Problem {
-                    subject: copy.control_file.display().to_string(),
-                    message: format!("not trusted, left out: {why}"),
-                });
-                continue;
-            }
-            match generated_control(copy, &distrust) {
+            match usable(copy, &self.trust) {
                 Ok(text) => {
                     controls.insert(format!("{}.control", copy.name).into(), text.into_bytes());
                 }
@@ -109,11 +101,10 @@ impl Catalog {
         }
         let mut links: BTreeMap<OsString, PathBuf> = BTreeMap::new();
         for library in index.library_winners().filter(|l| l.prefix.is_some()) {
-            match distrust(&library.path) {
-                Some(why) => report.problems.push(Problem {
-                    subject: library.path.display().to_string(),
-                    message: format!("not trusted, left out: {why}"),
-                }),
+            match library_distrust(library, &self.trust) {
+                Some(why) => {
+                    report.problems.push(Problem { subject: library.path.display().to_string(), message: why })
+                }
                 None => {
                     links.insert(library.file_name.clone(), library.path.clone());
                 }
@@ -181,28 +172,38 @@ fn sync_dir<V: PartialEq>(
     Ok(())
 }
 
-/// The control file PostgreSQL reads from the catalog: the original text, plus an absolute
-/// `directory` so scripts and secondary control files come from the real directory.
-pub fn generated_control(
-    copy: &crate::ExtensionCopy,
-    distrust: &dyn Fn(&Path) -> Option<String>,
-) -> Result<String, String> {
-    let mut text =
-        crate::safe_fs::read_text(&copy.control_file).map_err(|e| format!("could not read control file: {e}"))?;
-    let control = ControlFile::parse(&text)?;
-    control.validate(false)?;
-    if control.get("directory").is_some_and(|d| Path::new(d).is_absolute()) {
-        return Ok(text);
+/// Whether `copy` can be served to PostgreSQL, and if so the control file the catalog gives it
+/// (the original text, plus an absolute `directory` so scripts and secondary control files come
+/// from the real directory). The one decision behind the catalog, its warnings and `check()`:
+/// the control file PostgreSQL would accept (see [`crate::control`]), its script directory
+/// usable, and — when `policy` enforces trust — the control file, the script directory and every
+/// script and secondary control file of the extension trusted from the prefix down.
+pub fn usable(copy: &ExtensionCopy, policy: &TrustPolicy) -> Result<String, String> {
+    let top = copy.prefix.as_deref().unwrap_or(copy.dir.as_path());
+    let distrust = |path: &Path| {
+        policy
+            .enforce
+            .then(|| policy.distrust_from(top, path))
+            .flatten()
+            .map(|why| format!("not trusted, left out: {why}"))
+    };
+    if let Some(why) = distrust(&copy.control_file) {
+        return Err(why);
     }
+    let mut text = crate::safe_fs::read_text(&copy.control_file)
+        .map_err(|e| format!("control file cannot be used: could not read it: {e}"))?;
+    let control = ControlFile::parse(&text)
+        .and_then(|c| c.validate(false).map(|()| c))
+        .map_err(|e| format!("control file cannot be used: {e}"))?;
     let scripts = copy.script_directory(&control);
     check_script_directory(&copy.name, &scripts)?;
     // The script directory and every script and secondary control file of this extension.
     let prefix = format!("{}--", copy.name);
     let files = fs::read_dir(&scripts).into_iter().flatten().flatten().take(crate::safe_fs::MAX_DIR_ENTRIES);
     let own = files.filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix))).map(|e| e.path());
-    for path in std::iter::once(scripts.join(".")).chain(own) {
+    for path in std::iter::once(scripts.clone()).chain(own) {
         if let Some(why) = distrust(&path) {
-            return Err(format!("not trusted, left out: {why}"));
+            return Err(why);
         }
     }
     let scripts = scripts.to_str().ok_or("script directory is not valid UTF-8")?;
@@ -216,6 +217,17 @@ pub fn generated_control(
         quote(scripts)
     ));
     Ok(text)
+}
+
+/// Why the library `copy` must not be served or loaded, when `policy` enforces trust and it (or
+/// a directory from its prefix down) is not trusted.
+pub fn library_distrust(copy: &LibraryCopy, policy: &TrustPolicy) -> Option<String> {
+    let top = copy.prefix.as_deref()?;
+    policy
+        .enforce
+        .then(|| policy.distrust_from(top, &copy.path))
+        .flatten()
+        .map(|why| format!("not trusted, left out: {why}"))
 }
 
 /// PostgreSQL's `MAXPGPATH`: longer file names are cut off in its buffers.

@@ -1,8 +1,12 @@
-//! Extension control files: PostgreSQL's `name = value` configuration syntax.
+//! Extension control files, read exactly as PostgreSQL 18 reads them: the lexer of its
+//! configuration files (`guc-file.l`: tokens, quoting, escapes), the grammar of `ParseConfigFp`,
+//! and the checks of `parse_extension_control_file` (parameter names compared exactly, Boolean
+//! spellings, server encodings, identifier lists, `schema` with `relocatable`). A control file
+//! this accepts, PostgreSQL accepts; one it refuses would make PostgreSQL fail — and with it
+//! `pg_available_extensions` for every extension — so it is left out of the catalog.
 //!
-//! Only what the resolver needs is interpreted (`directory`, `default_version`, `requires`,
-//! `module_pathname`); everything else is kept as text so a generated control file says what
-//! the original said.
+//! One difference, on purpose: `include`, `include_if_exists` and `include_dir`, which
+//! PostgreSQL would follow to other files, are refused.
 
 use std::path::{Path, PathBuf};
 
@@ -14,17 +18,45 @@ pub struct ControlFile {
 
 impl ControlFile {
     pub fn parse(text: &str) -> Result<ControlFile, String> {
+        let mut lexer = Lexer { text: text.as_bytes(), pos: 0, line: 1 };
         let mut entries = Vec::new();
-        for (lineno, line) in text.lines().enumerate() {
-            let entry = parse_line(line).map_err(|e| format!("syntax error in line {}: {e}", lineno + 1))?;
-            entries.extend(entry);
+        loop {
+            let (token, name) = lexer.next();
+            match token {
+                Token::End => break,
+                Token::Eol => continue,
+                Token::Id | Token::QualifiedId => {}
+                _ => return Err(lexer.syntax_error(token, &name)),
+            }
+            let (mut token, mut value) = lexer.next();
+            if token == Token::Equals {
+                (token, value) = lexer.next();
+            }
+            let value = match token {
+                Token::String => deescape(&value),
+                Token::Id | Token::Integer | Token::Real | Token::UnquotedString => value,
+                _ => return Err(lexer.syntax_error(token, &value)),
+            };
+            let line = lexer.line;
+            let (after, text) = lexer.next();
+            if !matches!(after, Token::Eol | Token::End) {
+                return Err(lexer.syntax_error(after, &text));
+            }
+            let name = String::from_utf8_lossy(&name).into_owned();
+            if ["include", "include_if_exists", "include_dir"].iter().any(|d| name.eq_ignore_ascii_case(d)) {
+                return Err(format!("line {line}: \"{name}\" directives are not supported in control files"));
+            }
+            entries.push((name, c_string(value)));
+            if after == Token::End {
+                break;
+            }
         }
         Ok(ControlFile { entries })
     }
 
-    /// The last value given for `key` (names are case-insensitive, as for GUCs).
+    /// The last value given for parameter `key` (names compared exactly, as PostgreSQL does).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+        self.entries.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     pub fn default_version(&self) -> Option<&str> {
@@ -35,11 +67,9 @@ impl ControlFile {
         self.get("module_pathname")
     }
 
-    /// Required extensions, as listed in `requires`.
+    /// Required extensions, as PostgreSQL reads `requires` (unquoted names downcased).
     pub fn requires(&self) -> Vec<String> {
-        self.get("requires")
-            .map(|r| r.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
-            .unwrap_or_default()
+        self.get("requires").and_then(split_identifiers).unwrap_or_default()
     }
 
     /// Where the scripts are: `directory` taken as absolute, or relative to `base`; without it,
@@ -51,56 +81,196 @@ impl ControlFile {
             None => default.to_path_buf(),
         }
     }
-}
 
-/// The parameters PostgreSQL 18 accepts in a primary control file; any other name makes it fail
-/// (`unrecognized parameter`), and with it pg_available_extensions for every extension.
-const KNOWN: [&str; 11] = [
-    "directory",
-    "default_version",
-    "module_pathname",
-    "comment",
-    "schema",
-    "relocatable",
-    "superuser",
-    "trusted",
-    "encoding",
-    "requires",
-    "no_relocate",
-];
-const BOOLEAN: [&str; 3] = ["relocatable", "superuser", "trusted"];
-
-impl ControlFile {
-    /// What PostgreSQL checks when it reads the file; `secondary` for `<name>--<version>.control`
+    /// What `parse_extension_control_file` checks; `secondary` for `<name>--<version>.control`
     /// (where `directory` and `default_version` are not allowed).
     pub fn validate(&self, secondary: bool) -> Result<(), String> {
+        let (mut relocatable, mut schema) = (false, false);
         for (key, value) in &self.entries {
-            let key = key.to_ascii_lowercase();
-            if !KNOWN.contains(&key.as_str()) {
-                return Err(format!("unrecognized parameter \"{key}\""));
+            match key.as_str() {
+                "directory" | "default_version" if secondary => {
+                    return Err(format!("parameter \"{key}\" cannot be set in a secondary extension control file"));
+                }
+                "directory" | "default_version" | "module_pathname" | "comment" => {}
+                "schema" => schema = true,
+                "relocatable" | "superuser" | "trusted" => {
+                    let Some(b) = parse_bool(value) else {
+                        return Err(format!("parameter \"{key}\" requires a Boolean value"));
+                    };
+                    if key == "relocatable" {
+                        relocatable = b;
+                    }
+                }
+                "encoding" if !is_server_encoding(value) => {
+                    return Err(format!("\"{value}\" is not a valid encoding name"));
+                }
+                "encoding" => {}
+                "requires" | "no_relocate" if split_identifiers(value).is_none() => {
+                    return Err(format!("parameter \"{key}\" must be a list of extension names"));
+                }
+                "requires" | "no_relocate" => {}
+                _ => return Err(format!("unrecognized parameter \"{key}\"")),
             }
-            if secondary && (key == "directory" || key == "default_version") {
-                return Err(format!("parameter \"{key}\" cannot be set in a secondary extension control file"));
-            }
-            if BOOLEAN.contains(&key.as_str()) && parse_bool(value).is_none() {
-                return Err(format!("parameter \"{key}\" requires a Boolean value"));
-            }
+        }
+        if relocatable && schema {
+            return Err("parameter \"schema\" cannot be specified when \"relocatable\" is true".into());
         }
         Ok(())
     }
 }
 
-/// PostgreSQL's boolean spellings: true/false/yes/no/on/off/1/0 and unambiguous prefixes.
+/// PostgreSQL's `parse_bool`: a case-insensitive prefix of true, false, yes or no; on or off
+/// in full; 1 or 0. No surrounding spaces.
 pub fn parse_bool(value: &str) -> Option<bool> {
-    let v = value.trim().to_ascii_lowercase();
-    let prefix_of = |word: &str, min: usize| v.len() >= min && word.starts_with(v.as_str());
-    if prefix_of("true", 1) || prefix_of("yes", 1) || v == "on" || v == "1" {
-        Some(true)
-    } else if prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0" {
-        Some(false)
-    } else {
-        None
+    let v = value.to_ascii_lowercase();
+    let prefix_of = |word: &str| !v.is_empty() && word.starts_with(v.as_str());
+    match v.as_bytes().first()? {
+        b't' if prefix_of("true") => Some(true),
+        b'f' if prefix_of("false") => Some(false),
+        b'y' if prefix_of("yes") => Some(true),
+        b'n' if prefix_of("no") => Some(false),
+        b'o' if v == "on" => Some(true),
+        b'o' if v == "off" => Some(false),
+        b'1' if v.len() == 1 => Some(true),
+        b'0' if v.len() == 1 => Some(false),
+        _ => None,
     }
+}
+
+/// `pg_valid_server_encoding`: the name, lowercased with everything but letters and digits
+/// dropped, is one of PostgreSQL's names for an encoding a server can use.
+pub fn is_server_encoding(name: &str) -> bool {
+    // pg_encname_tbl (encnames.c) without the client-only encodings (BIG5, GBK, UHC, GB18030,
+    // JOHAB, SJIS, SHIFT_JIS_2004 and their aliases).
+    const SERVER: [&str; 64] = [
+        "abc",
+        "alt",
+        "euccn",
+        "eucjis2004",
+        "eucjp",
+        "euckr",
+        "euctw",
+        "iso88591",
+        "iso885910",
+        "iso885913",
+        "iso885914",
+        "iso885915",
+        "iso885916",
+        "iso88592",
+        "iso88593",
+        "iso88594",
+        "iso88595",
+        "iso88596",
+        "iso88597",
+        "iso88598",
+        "iso88599",
+        "koi8",
+        "koi8r",
+        "koi8u",
+        "latin1",
+        "latin10",
+        "latin2",
+        "latin3",
+        "latin4",
+        "latin5",
+        "latin6",
+        "latin7",
+        "latin8",
+        "latin9",
+        "muleinternal",
+        "sqlascii",
+        "tcvn",
+        "tcvn5712",
+        "unicode",
+        "utf8",
+        "vscii",
+        "win",
+        "win1250",
+        "win1251",
+        "win1252",
+        "win1253",
+        "win1254",
+        "win1255",
+        "win1256",
+        "win1257",
+        "win1258",
+        "win866",
+        "win874",
+        "windows1250",
+        "windows1251",
+        "windows1252",
+        "windows1253",
+        "windows1254",
+        "windows1255",
+        "windows1256",
+        "windows1257",
+        "windows1258",
+        "windows866",
+        "windows874",
+    ];
+    if name.len() >= NAMEDATALEN {
+        return false;
+    }
+    let clean: String = name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
+    SERVER.contains(&clean.as_str())
+}
+
+/// PostgreSQL's identifier length limit, less its terminating NUL.
+const NAMEDATALEN: usize = 64;
+
+/// `SplitIdentifierString(value, ',')`: a comma-separated list of identifiers, quoted (`""` for
+/// a quote, case kept) or not (ASCII downcased); each cut to 63 bytes. `None` for bad syntax.
+pub fn split_identifiers(value: &str) -> Option<Vec<String>> {
+    let is_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{b}' | '\u{c}');
+    let mut rest = value.trim_start_matches(is_space);
+    let mut names = Vec::new();
+    if rest.is_empty() {
+        return Some(names);
+    }
+    loop {
+        let name = if let Some(quoted) = rest.strip_prefix('"') {
+            let mut name = String::new();
+            let mut chars = quoted.char_indices();
+            loop {
+                let (i, c) = chars.next()?;
+                if c != '"' {
+                    name.push(c);
+                } else if quoted[i + 1..].starts_with('"') {
+                    name.push('"');
+                    chars.next();
+                } else {
+                    rest = &quoted[i + 1..];
+                    break name;
+                }
+            }
+        } else {
+            let end = rest.find(|c: char| c == ',' || is_space(c)).unwrap_or(rest.len());
+            if end == 0 {
+                return None;
+            }
+            let name = rest[..end].to_ascii_lowercase();
+            rest = &rest[end..];
+            name
+        };
+        names.push(truncate_identifier(name));
+        rest = rest.trim_start_matches(is_space);
+        match rest.strip_prefix(',') {
+            Some(next) => rest = next.trim_start_matches(is_space),
+            None if rest.is_empty() => return Some(names),
+            None => return None,
+        }
+    }
+}
+
+fn truncate_identifier(mut name: String) -> String {
+    if name.len() >= NAMEDATALEN {
+        let mut end = NAMEDATALEN - 1;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name
 }
 
 /// Every `<name>--*.control` in `scripts` must be a regular file that PostgreSQL can read.
@@ -119,86 +289,222 @@ pub fn check_secondary_controls(name: &str, scripts: &Path) -> Result<(), String
     Ok(())
 }
 
-fn parse_line(line: &str) -> Result<Option<(String, String)>, String> {
-    let line = line.trim_start();
-    if line.is_empty() || line.starts_with('#') {
-        return Ok(None);
-    }
-    let key_len = line
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '$' || !c.is_ascii()))
-        .unwrap_or(line.len());
-    if key_len == 0 || line.as_bytes()[0].is_ascii_digit() {
-        return Err(format!("expected a parameter name near \"{}\"", truncate(line)));
-    }
-    let (key, rest) = line.split_at(key_len);
-    let rest = rest.trim_start();
-    let rest = rest.strip_prefix('=').unwrap_or(rest).trim_start();
-    let (value, rest) = if let Some(quoted) = rest.strip_prefix('\'') {
-        unquote(quoted)?
-    } else {
-        let end = rest.find(|c: char| c.is_whitespace() || c == '#').unwrap_or(rest.len());
-        if end == 0 {
-            return Err(format!("missing value for \"{key}\""));
-        }
-        (rest[..end].to_string(), &rest[end..])
-    };
-    let rest = rest.trim_start();
-    if !(rest.is_empty() || rest.starts_with('#')) {
-        return Err(format!("unexpected text after the value of \"{key}\": \"{}\"", truncate(rest)));
-    }
-    Ok(Some((key.to_string(), value)))
+/// The tokens of PostgreSQL's configuration-file lexer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    End,
+    Eol,
+    Id,
+    QualifiedId,
+    String,
+    UnquotedString,
+    Integer,
+    Real,
+    Equals,
+    Error,
 }
 
-/// Reads a quoted value after its opening quote: `''` and backslash escapes as in
-/// PostgreSQL's configuration files. Returns the value and what follows the closing quote.
-fn unquote(s: &str) -> Result<(String, &str), String> {
-    let mut out = String::new();
-    let mut chars = s.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\'' => {
-                if let Some((_, '\'')) = chars.peek() {
-                    chars.next();
-                    out.push('\'');
-                } else {
-                    return Ok((out, &s[i + 1..]));
-                }
+struct Lexer<'a> {
+    text: &'a [u8],
+    pos: usize,
+    line: usize,
+}
+
+fn is_letter(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+fn is_letter_or_digit(b: u8) -> bool {
+    is_letter(b) || b.is_ascii_digit()
+}
+
+impl Lexer<'_> {
+    /// The next token and its text, the longest match winning and, between matches of the same
+    /// length, the rule listed first in guc-file.l (ID, QUALIFIED_ID, STRING, UNQUOTED_STRING,
+    /// INTEGER, REAL, `=`).
+    fn next(&mut self) -> (Token, Vec<u8>) {
+        let t = self.text;
+        while self.pos < t.len() && matches!(t[self.pos], b' ' | b'\t' | b'\r') {
+            self.pos += 1;
+        }
+        if self.pos < t.len() && t[self.pos] == b'#' {
+            while self.pos < t.len() && t[self.pos] != b'\n' {
+                self.pos += 1;
             }
-            '\\' => match chars.next() {
-                Some((_, 'b')) => out.push('\u{8}'),
-                Some((_, 'f')) => out.push('\u{c}'),
-                Some((_, 'n')) => out.push('\n'),
-                Some((_, 'r')) => out.push('\r'),
-                Some((_, 't')) => out.push('\t'),
-                Some((_, d @ '0'..='7')) => {
-                    let mut code = d.to_digit(8).unwrap_or(0);
-                    for _ in 0..2 {
-                        match chars.peek() {
-                            Some(&(_, o @ '0'..='7')) => {
-                                code = code * 8 + o.to_digit(8).unwrap_or(0);
-                                chars.next();
-                            }
-                            _ => break,
-                        }
-                    }
-                    out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
-                }
-                Some((_, other)) => out.push(other),
-                None => break,
-            },
-            _ => out.push(c),
+        }
+        let Some(&first) = t.get(self.pos) else { return (Token::End, Vec::new()) };
+        if first == b'\n' {
+            self.pos += 1;
+            self.line += 1;
+            return (Token::Eol, Vec::new());
+        }
+        let rest = &t[self.pos..];
+        let candidates = [
+            (Token::Id, id_len(rest)),
+            (Token::QualifiedId, qualified_id_len(rest)),
+            (Token::String, string_len(rest)),
+            (Token::UnquotedString, unquoted_len(rest)),
+            (Token::Integer, integer_len(rest)),
+            (Token::Real, real_len(rest)),
+            (Token::Equals, usize::from(first == b'=')),
+        ];
+        // max_by_key keeps the last of equal maxima: look from the end for the first rule.
+        let (token, len) = candidates
+            .iter()
+            .rev()
+            .copied()
+            .max_by_key(|(_, len)| *len)
+            .filter(|(_, len)| *len > 0)
+            .unwrap_or((Token::Error, 1));
+        let text = rest[..len].to_vec();
+        self.pos += len;
+        (token, text)
+    }
+
+    fn syntax_error(&self, token: Token, text: &[u8]) -> String {
+        match token {
+            Token::Eol | Token::End => format!(
+                "syntax error in line {}, near end of line",
+                self.line.saturating_sub(usize::from(token == Token::Eol))
+            ),
+            _ if text == b"'" => format!("syntax error in line {}: unterminated quoted string", self.line),
+            _ => format!("syntax error in line {}, near token \"{}\"", self.line, String::from_utf8_lossy(text)),
         }
     }
-    Err("unterminated quoted string".into())
+}
+
+fn id_len(s: &[u8]) -> usize {
+    match s.first() {
+        Some(&b) if is_letter(b) => 1 + s[1..].iter().take_while(|b| is_letter_or_digit(**b)).count(),
+        _ => 0,
+    }
+}
+
+fn qualified_id_len(s: &[u8]) -> usize {
+    let first = id_len(s);
+    if first == 0 || s.get(first) != Some(&b'.') {
+        return 0;
+    }
+    let second = id_len(&s[first + 1..]);
+    if second == 0 { 0 } else { first + 1 + second }
+}
+
+/// `'([^'\\\n]|\\.|'')*'`, where `.` is anything but a newline.
+fn string_len(s: &[u8]) -> usize {
+    if s.first() != Some(&b'\'') {
+        return 0;
+    }
+    let mut i = 1;
+    loop {
+        match s.get(i) {
+            None | Some(b'\n') => return 0,
+            Some(b'\\') => match s.get(i + 1) {
+                None | Some(b'\n') => return 0,
+                Some(_) => i += 2,
+            },
+            Some(b'\'') if s.get(i + 1) == Some(&b'\'') => i += 2,
+            Some(b'\'') => return i + 1,
+            Some(_) => i += 1,
+        }
+    }
+}
+
+fn unquoted_len(s: &[u8]) -> usize {
+    match s.first() {
+        Some(&b) if is_letter(b) => {
+            1 + s[1..]
+                .iter()
+                .take_while(|b| is_letter_or_digit(**b) || matches!(b, b'-' | b'.' | b'_' | b':' | b'/'))
+                .count()
+        }
+        _ => 0,
+    }
+}
+
+fn sign_len(s: &[u8]) -> usize {
+    usize::from(matches!(s.first(), Some(b'-' | b'+')))
+}
+
+/// `{SIGN}?({DIGIT}+|0x{HEXDIGIT}+){UNIT_LETTER}*`: the longer of the two alternatives.
+fn integer_len(s: &[u8]) -> usize {
+    let sign = sign_len(s);
+    let body = &s[sign..];
+    let units = |n: usize| n + body[n..].iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let digits = body.iter().take_while(|b| b.is_ascii_digit()).count();
+    let hex = if body.starts_with(b"0x") { body[2..].iter().take_while(|b| b.is_ascii_hexdigit()).count() } else { 0 };
+    let decimal = if digits > 0 { units(digits) } else { 0 };
+    let hexadecimal = if hex > 0 { units(2 + hex) } else { 0 };
+    match decimal.max(hexadecimal) {
+        0 => 0,
+        len => sign + len,
+    }
+}
+
+/// `{SIGN}?{DIGIT}*"."{DIGIT}*{EXPONENT}?`, `EXPONENT = [Ee]{SIGN}?{DIGIT}+`
+fn real_len(s: &[u8]) -> usize {
+    let sign = sign_len(s);
+    let body = &s[sign..];
+    let int = body.iter().take_while(|b| b.is_ascii_digit()).count();
+    if body.get(int) != Some(&b'.') {
+        return 0;
+    }
+    let frac = body[int + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let mut len = int + 1 + frac;
+    if matches!(body.get(len), Some(b'e' | b'E')) {
+        let exp_sign = sign_len(&body[len + 1..]);
+        let exp_digits = body[len + 1 + exp_sign..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if exp_digits > 0 {
+            len += 1 + exp_sign + exp_digits;
+        }
+    }
+    sign + len
+}
+
+/// `DeescapeQuotedString`: the quotes removed, `''` for a quote, and backslash escapes (`\b`
+/// `\f` `\n` `\r` `\t`, up to three octal digits, anything else for itself).
+fn deescape(token: &[u8]) -> Vec<u8> {
+    let s = &token[1..token.len() - 1];
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'\\' if i + 1 < s.len() => {
+                i += 1;
+                match s[i] {
+                    b'b' => out.push(0x08),
+                    b'f' => out.push(0x0c),
+                    b'n' => out.push(b'\n'),
+                    b'r' => out.push(b'\r'),
+                    b't' => out.push(b'\t'),
+                    b'0'..=b'7' => {
+                        let digits = s[i..].iter().take(3).take_while(|b| (b'0'..=b'7').contains(b)).count();
+                        let value = s[i..i + digits].iter().fold(0u32, |v, d| (v << 3) + u32::from(d - b'0'));
+                        out.push(value as u8);
+                        i += digits - 1;
+                    }
+                    other => out.push(other),
+                }
+            }
+            b'\'' if s.get(i + 1) == Some(&b'\'') => {
+                out.push(b'\'');
+                i += 1;
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The value as PostgreSQL holds it: a C string, so it ends at the first NUL byte.
+fn c_string(bytes: Vec<u8>) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// A value written so that [`ControlFile::parse`] (and PostgreSQL) read back exactly `value`.
 pub fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(40).collect()
 }
 
 #[cfg(test)]
@@ -213,7 +519,8 @@ mod tests {
         let c = ControlFile::parse(HSTORE).unwrap();
         assert_eq!(c.default_version(), Some("1.8"));
         assert_eq!(c.module_pathname(), Some("$libdir/hstore"));
-        assert_eq!(c.get("RELOCATABLE"), Some("true"));
+        assert_eq!(c.get("relocatable"), Some("true"));
+        assert_eq!(c.get("RELOCATABLE"), None, "names are compared exactly");
         assert_eq!(c.entries.len(), 5);
     }
 
@@ -259,12 +566,64 @@ mod tests {
         assert!(err("colour = 'blue'", false).contains("unrecognized parameter \"colour\""));
         assert!(err("trusted = maybe", false).contains("requires a Boolean value"));
         assert!(err("default_version = '1'", true).contains("secondary"));
-        for b in ["t", "TRUE", "yes", "on", "1", "of", "off", "n", "0"] {
-            assert!(parse_bool(b).is_some(), "{b}");
+        for (b, v) in
+            [("t", true), ("TRUE", true), ("Tr", true), ("yes", true), ("on", true), ("ON", true), ("1", true)]
+        {
+            assert_eq!(parse_bool(b), Some(v), "{b}");
         }
-        for b in ["o", "maybe", ""] {
+        for (b, v) in [("f", false), ("False", false), ("n", false), ("no", false), ("off", false), ("0", false)] {
+            assert_eq!(parse_bool(b), Some(v), "{b}");
+        }
+        for b in ["o", "of", "onn", "maybe", "", " true", "true ", "truee", "10", "00"] {
             assert!(parse_bool(b).is_none(), "{b:?}");
         }
+    }
+
+    #[test]
+    fn every_parameter_is_checked_as_postgres_does() {
+        let ok = |t: &str| ControlFile::parse(t).and_then(|c| c.validate(false));
+        // names are case-sensitive in PostgreSQL
+        assert!(ok("Default_Version = '1.0'").unwrap_err().contains("unrecognized parameter \"Default_Version\""));
+        assert!(ok("encoding = 'UTF8'").is_ok());
+        assert!(ok("encoding = 'latin-1'").is_ok(), "non-alphanumerics are ignored");
+        assert!(ok("encoding = 'SJIS'").unwrap_err().contains("not a valid encoding name"), "client-only");
+        assert!(ok("encoding = klingon").unwrap_err().contains("\"klingon\" is not a valid encoding name"));
+        assert!(ok("requires = 'a, \"B c\", D'").is_ok());
+        assert_eq!(ControlFile::parse("requires = 'a, \"B c\", D'").unwrap().requires(), ["a", "B c", "d"]);
+        assert!(ok("requires = 'a,,b'").unwrap_err().contains("must be a list of extension names"));
+        assert!(ok("no_relocate = 'a b'").unwrap_err().contains("must be a list of extension names"));
+        assert!(ok("requires = '\"open'").is_err());
+        assert!(ok("requires = ''").is_ok());
+        assert!(ok("relocatable = true\nschema = s").unwrap_err().contains("\"schema\" cannot be specified"));
+        assert!(ok("relocatable = false\nschema = s").is_ok());
+        assert!(ok("trusted = ' true'").unwrap_err().contains("requires a Boolean value"));
+        assert!(ok("include '/etc/passwd'").unwrap_err().contains("directives are not supported"));
+        assert!(ok("INCLUDE_DIR 'x'").unwrap_err().contains("directives are not supported"));
+    }
+
+    #[test]
+    fn the_lexer_is_postgres_lexer() {
+        let value = |t: &str| ControlFile::parse(t).map(|c| c.entries[0].1.clone());
+        // unquoted values PostgreSQL's lexer rejects
+        for bad in ["module_pathname = $libdir/baz", "a = 'x'y", "a = @", "a = 1.0.1", "a.b.c = 1", "a = 'x\\\ny'"] {
+            assert!(value(bad).is_err(), "{bad}");
+        }
+        // and the forms it accepts
+        for (text, v) in [
+            ("a = b/c:d-e.f_g", "b/c:d-e.f_g"),
+            ("a = 1.0", "1.0"),
+            ("a = -.5e3", "-.5e3"),
+            ("a = 0x1Fkb", "0x1Fkb"),
+            ("a = 10MB", "10MB"),
+            ("a.b = x", "x"),
+            ("a 'it''s'", "it's"),
+            ("a = '\\101\\x\\''", "Ax'"),
+            ("a = 'cut\\0here'", "cut"),
+            ("a = caf\u{e9}", "caf\u{e9}"),
+        ] {
+            assert_eq!(value(text).as_deref(), Ok(v), "{text}");
+        }
+        assert_eq!(ControlFile::parse("a.b = x").unwrap().entries[0].0, "a.b");
     }
 
     #[test]

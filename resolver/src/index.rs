@@ -264,6 +264,17 @@ impl Index {
             .find(|l| std::fs::canonicalize(&l.path).is_ok_and(|p| p == real))
     }
 
+    /// The prefix `path` lies under (as written, or with its links resolved): where trust is
+    /// checked from.
+    pub fn prefix_holding(&self, path: &Path) -> Option<PathBuf> {
+        self.path.prefixes().find_map(|p| {
+            if path.starts_with(p) {
+                return Some(p.to_path_buf());
+            }
+            std::fs::canonicalize(p).ok().filter(|c| path.starts_with(c))
+        })
+    }
+
     /// `lib/` and `system/` of every image, in precedence order: where bundled libraries of
     /// other images are looked for.
     pub fn image_library_dirs(&self) -> Vec<PathBuf> {

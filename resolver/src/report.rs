@@ -9,6 +9,7 @@ use crate::elf::{HOST_MACHINE, machine_name, read_elf};
 use crate::index::{ExtensionCopy, Image, Index, Layout};
 use crate::libs::{LibraryContext, Resolution, plan};
 use crate::mounts::{Mount, mount_of};
+use crate::safe_fs::TrustPolicy;
 use crate::versions::Versions;
 
 /// Entries visited when sizing an image; a larger tree is reported as at least this big.
@@ -233,7 +234,7 @@ pub struct Finding {
 }
 
 /// Everything worth a DBA's attention along the path, most severe first.
-pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> Vec<Finding> {
+pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32, policy: &TrustPolicy) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut add = |severity, image: Option<&Path>, extension: Option<&str>, message: String, hint: &str| {
         findings.push(Finding {
@@ -253,43 +254,37 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
             "Fix extension_search_path.path: elements must be absolute directories the server can read, or $system.",
         );
     }
+    // Trust is always judged here; with trusted_files_only off, what it refuses is still served.
+    let judge = TrustPolicy { enforce: true, ..*policy };
+    let trust_severity = if policy.enforce { Severity::Error } else { Severity::Warning };
+    let trust_hint = if policy.enforce {
+        "Fix the owner (root or the server's user) or the mode (chmod go-w); it is left out until then."
+    } else {
+        "Served only because extension_search_path.trusted_files_only is off: anyone who can write there can make the server run their code."
+    };
     for copy in index.extensions.iter().filter(|c| c.layout != Layout::System) {
         let image = Some(copy.dir.as_path());
         let name = Some(copy.name.as_str());
-        let control = match copy.read_control() {
-            Ok(control) => control,
-            Err(e) => {
+        if let Err(e) = crate::catalog::usable(copy, &judge) {
+            let trust = e.starts_with("not trusted");
+            let message = format!("\"{}\": {e}", copy.control_file.display());
+            if trust {
+                add(trust_severity, image, name, message, trust_hint);
+            } else {
                 add(
                     Severity::Error,
                     image,
                     name,
-                    format!("control file \"{}\" cannot be used: {e}", copy.control_file.display()),
-                    "Fix the control file's syntax; the extension is left out until then.",
+                    message,
+                    "PostgreSQL cannot use this extension as it is; it is left out until it is fixed.",
                 );
+            }
+            if !trust || policy.enforce {
                 continue;
             }
-        };
-        if let Err(e) = control.validate(false) {
-            add(
-                Severity::Error,
-                image,
-                name,
-                format!("control file \"{}\" cannot be used: {e}", copy.control_file.display()),
-                "PostgreSQL refuses this control file; fix it. The extension is left out until then.",
-            );
-            continue;
         }
+        let Ok(control) = copy.read_control() else { continue };
         let scripts = copy.script_directory(&control);
-        if let Err(e) = crate::catalog::check_script_directory(&copy.name, &scripts) {
-            add(
-                Severity::Error,
-                image,
-                name,
-                e,
-                "PostgreSQL cannot use this script directory as it is; the extension is left out until it is fixed.",
-            );
-            continue;
-        }
         let versions = Versions::scan(&copy.name, &scripts);
         match control.default_version() {
             Some(default) if !versions.available().iter().any(|v| v == default) => add(
@@ -350,13 +345,15 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32) -> V
                  until then dictionaries that name them fail with \"could not open ... file\".",
             );
         }
-        for path in writable_entries(&image.dir) {
+    }
+    for copy in index.libraries.iter().filter(|l| l.prefix.is_some()) {
+        if let Some(why) = crate::catalog::library_distrust(copy, &judge) {
             add(
-                Severity::Warning,
-                Some(&image.dir),
+                trust_severity,
+                Some(&copy.dir),
                 None,
-                format!("\"{}\" is writable by group or others", path.display()),
-                "Anyone who can write there can make the server run their code: chmod go-w.",
+                format!("library \"{}\": {why}", copy.path.display()),
+                trust_hint,
             );
         }
     }
@@ -435,34 +432,4 @@ fn tsearch_data_dirs(dir: &Path) -> Vec<PathBuf> {
         .into_iter()
         .filter(|d| !file_names(d).is_empty())
         .collect()
-}
-
-/// Group- or world-writable entries in the places the server reads code and scripts from:
-/// the image directory, `share/`, `share/extension/`, `sql/`, `lib/`, `system/` and the files
-/// directly in them.
-fn writable_entries(dir: &Path) -> Vec<PathBuf> {
-    let writable = |m: &fs::Metadata| m.mode() & 0o022 != 0;
-    let mut out = Vec::new();
-    for place in [
-        dir.to_path_buf(),
-        dir.join("share"),
-        dir.join("share/extension"),
-        dir.join("sql"),
-        dir.join("lib"),
-        dir.join("system"),
-    ] {
-        let Ok(meta) = fs::symlink_metadata(&place) else { continue };
-        if !meta.is_dir() {
-            continue;
-        }
-        if writable(&meta) {
-            out.push(place.clone());
-        }
-        for entry in fs::read_dir(&place).into_iter().flatten().flatten() {
-            if entry.metadata().is_ok_and(|m| m.is_file() && writable(&m)) {
-                out.push(entry.path());
-            }
-        }
-    }
-    out
 }

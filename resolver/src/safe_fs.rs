@@ -63,24 +63,31 @@ impl TrustPolicy {
         TrustPolicy { enforce, server_uid: unsafe { libc::geteuid() } }
     }
 
-    /// Why `path` (or its directory) is not trusted, if it is not.
-    pub fn distrust(&self, path: &Path) -> Option<String> {
-        let mut places = vec![path];
-        places.extend(path.parent());
-        for place in places {
-            let Ok(meta) = fs::metadata(place) else { continue };
-            if meta.uid() != 0 && meta.uid() != self.server_uid {
-                return Some(format!(
-                    "\"{}\" is owned by uid {}, neither root nor the server's user",
-                    place.display(),
-                    meta.uid()
-                ));
-            }
-            if meta.mode() & 0o022 != 0 {
-                return Some(format!("\"{}\" is writable by group or others", place.display()));
-            }
+    /// Why `path` is not trusted, if it is not: `path` and every directory from `top` (a
+    /// prefix) down to it must be owned by root or the server's user and not be writable by
+    /// group or others — anyone who can write one of them can replace what the server loads.
+    /// Links are followed (the rule applies to what they point at). When `path` is not under
+    /// `top`, `path` and its directory are checked.
+    pub fn distrust_from(&self, top: &Path, path: &Path) -> Option<String> {
+        let mut places: Vec<&Path> = path.ancestors().take_while(|a| a.starts_with(top)).collect();
+        if places.is_empty() {
+            places.push(path);
+            places.extend(path.parent());
         }
-        None
+        // From the top down: the first untrusted place is the one to fix.
+        places.into_iter().rev().find_map(|place| self.distrust_one(place))
+    }
+
+    fn distrust_one(&self, place: &Path) -> Option<String> {
+        let meta = fs::metadata(place).ok()?;
+        if meta.uid() != 0 && meta.uid() != self.server_uid {
+            return Some(format!(
+                "\"{}\" is owned by uid {}, neither root nor the server's user",
+                place.display(),
+                meta.uid()
+            ));
+        }
+        (meta.mode() & 0o022 != 0).then(|| format!("\"{}\" is writable by group or others", place.display()))
     }
 }
 
@@ -119,16 +126,41 @@ mod tests {
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
         let policy = TrustPolicy { enforce: true, server_uid: me };
-        assert_eq!(policy.distrust(&f), None);
+        let top = dir.path();
+        assert_eq!(policy.distrust_from(top, &f), None);
         fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
-        assert!(policy.distrust(&f).unwrap().contains("writable by group or others"));
+        assert!(policy.distrust_from(top, &f).unwrap().contains("writable by group or others"));
         fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(policy.distrust(&f).unwrap().contains("writable by group or others"));
+        assert!(policy.distrust_from(top, &f).unwrap().contains("writable by group or others"));
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         if me == 0 {
             let other = TrustPolicy { enforce: true, server_uid: 12345 };
-            assert_eq!(other.distrust(&f), None, "root-owned files are trusted");
+            assert_eq!(other.distrust_from(top, &f), None, "root-owned files are trusted");
         }
+    }
+
+    #[test]
+    fn trust_is_checked_from_the_prefix_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("prefix");
+        let file = prefix.join("image/lib/x.so");
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, "").unwrap();
+        for d in [&prefix, &prefix.join("image"), &prefix.join("image/lib")] {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let policy = TrustPolicy { enforce: true, server_uid: unsafe { libc::geteuid() } };
+        assert_eq!(policy.distrust_from(&prefix, &file), None);
+        // a group that can write the prefix can rename images: two levels above the file
+        fs::set_permissions(&prefix, fs::Permissions::from_mode(0o775)).unwrap();
+        let why = policy.distrust_from(&prefix, &file).unwrap();
+        assert_eq!(why, format!("\"{}\" is writable by group or others", prefix.display()));
+        // above the prefix is not the prefix's business (/tmp is world-writable)
+        fs::set_permissions(&prefix, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(policy.distrust_from(&prefix, &file), None);
     }
 }

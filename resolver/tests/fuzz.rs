@@ -49,7 +49,7 @@ proptest! {
     }
 
     #[test]
-    fn control_values_round_trip(value in "[^\n\r]{0,80}") {
+    fn control_values_round_trip(value in "[^\n\r\x00]{0,80}") {
         let text = format!("comment = {}\n", quote(&value));
         let parsed = ControlFile::parse(&text).unwrap();
         prop_assert_eq!(parsed.get("comment"), Some(value.as_str()));

@@ -4,8 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use esp_resolver::catalog::generated_control;
+use esp_resolver::catalog::usable;
 use esp_resolver::control::ControlFile;
+use esp_resolver::safe_fs::TrustPolicy;
 use esp_resolver::{Catalog, Index, Layout, SearchPath, SystemDirs};
 use tempfile::TempDir;
 
@@ -242,7 +243,7 @@ fn catalog_copies_a_prefix_winner_over_system() {
 fn control_directory_settings_are_honoured() {
     let t = Tree::new();
     t.file("ext/rel/share/extension/rel.control", "directory = 'rel-scripts'\n");
-    t.file("ext/abs/share/extension/abs.control", "directory = '/opt/abs'");
+    t.file("ext/abs/share/extension/abs.control", &format!("directory = '{}'", t.p("opt/abs").display()));
     t.file("ext/rel/share/rel-scripts/rel--1.sql", "");
     t.file("ext/rfcrel/rfcrel.control", "directory = 'scripts'");
     t.file("ext/rfcrel/scripts/rfcrel--1.sql", "");
@@ -251,17 +252,19 @@ fn control_directory_settings_are_honoured() {
     t.file("ext/classic/sql/classic--1.sql", "");
     // the scripts are nowhere: left out, with the directory named
     t.file("ext/lost/share/extension/lost.control", "directory = 'gone'");
+    t.file("opt/abs/abs--1.sql", "");
     let index = t.index("@/ext");
-    let rel = generated_control(index.resolve("rel").unwrap(), &|_| None).unwrap();
+    let generated_control = |name: &str| usable(index.resolve(name).unwrap(), &TrustPolicy::for_this_process(false));
+    let rel = generated_control("rel").unwrap();
     let rel = ControlFile::parse(&rel).unwrap();
     assert_eq!(rel.get("directory"), Some(t.p("ext/rel/share/rel-scripts").to_str().unwrap()));
-    assert_eq!(generated_control(index.resolve("abs").unwrap(), &|_| None).unwrap(), "directory = '/opt/abs'");
-    let rfc = ControlFile::parse(&generated_control(index.resolve("rfcrel").unwrap(), &|_| None).unwrap()).unwrap();
+    let abs = ControlFile::parse(&generated_control("abs").unwrap()).unwrap();
+    assert_eq!(abs.get("directory"), Some(t.p("opt/abs").to_str().unwrap()));
+    let rfc = ControlFile::parse(&generated_control("rfcrel").unwrap()).unwrap();
     assert_eq!(rfc.get("directory"), Some(t.p("ext/rfcrel/scripts").to_str().unwrap()));
-    let classic =
-        ControlFile::parse(&generated_control(index.resolve("classic").unwrap(), &|_| None).unwrap()).unwrap();
+    let classic = ControlFile::parse(&generated_control("classic").unwrap()).unwrap();
     assert_eq!(classic.get("directory"), Some(t.p("ext/classic/sql").to_str().unwrap()));
-    let lost = generated_control(index.resolve("lost").unwrap(), &|_| None).unwrap_err();
+    let lost = generated_control("lost").unwrap_err();
     assert!(lost.contains(&format!("\"{}\" does not exist", t.p("ext/lost/share/gone").display())), "{lost}");
 }
 

@@ -9,6 +9,7 @@ use std::process::Command;
 use esp_resolver::libs::{LibraryContext, system_library_dirs};
 use esp_resolver::mounts::Mount;
 use esp_resolver::report::{Severity, check, image_reports, library_reports};
+use esp_resolver::safe_fs::TrustPolicy;
 use esp_resolver::{Index, SearchPath, SystemDirs};
 
 struct T(tempfile::TempDir);
@@ -86,6 +87,33 @@ fn tree() -> T {
     fs::write(t.p("ext/arm/lib/arm.so"), bytes).unwrap();
     t.cc("ext/a1/lib/dup.so", "int dup1(void) { return 1; }", &[]);
     t.cc("later/a2/lib/dup.so", "int dup2(void) { return 2; }", &[]);
+    // control files PostgreSQL refuses: a capitalised name, an unquoted $libdir
+    t.file("ext/capital/capital.control", "Default_Version = '1.0'\n");
+    t.file("ext/capital/sql/capital--1.0.sql", "");
+    t.file("ext/unquoted/unquoted.control", "default_version = '1.0'\nmodule_pathname = $libdir/baz\n");
+    t.file("ext/unquoted/sql/unquoted--1.0.sql", "");
+    // absolute directories: missing, and world-writable
+    t.file(
+        "ext/absmissing/absmissing.control",
+        &format!("default_version = '1.0'\ndirectory = '{}'\n", t.p("nowhere").display()),
+    );
+    t.file(
+        "ext/absloose/absloose.control",
+        &format!("default_version = '1.0'\ndirectory = '{}'\n", t.p("outside/loose").display()),
+    );
+    t.file("outside/loose/absloose--1.0.sql", "");
+    fs::set_permissions(t.p("outside/loose"), fs::Permissions::from_mode(0o777)).unwrap();
+    // a group-writable prefix
+    t.file("gw/shared/shared.control", "default_version = '1.0'\n");
+    t.file("gw/shared/sql/shared--1.0.sql", "");
+    t.cc("gw/shared/lib/shared.so", "int shared(void) { return 1; }", &[]);
+    fs::set_permissions(t.p("gw"), fs::Permissions::from_mode(0o775)).unwrap();
+    // a control file owned by another user
+    t.file("ext/foreign/foreign.control", "default_version = '1.0'\n");
+    t.file("ext/foreign/sql/foreign--1.0.sql", "");
+    let c = std::ffi::CString::new(t.p("ext/foreign/foreign.control").to_str().unwrap()).unwrap();
+    // SAFETY: a plain libc call with a valid path; it fails harmlessly when not root.
+    unsafe { libc::chown(c.as_ptr(), 12345, 12345) };
     // text search files, which PostgreSQL reads only from its own share/tsearch_data
     t.file("ext/dict/share/extension/dict.control", "default_version = '1.0'\n");
     t.file("ext/dict/share/extension/dict--1.0.sql", "");
@@ -109,22 +137,58 @@ fn ctx(index: &Index) -> LibraryContext {
 #[test]
 fn check_finds_every_planted_problem() {
     let t = tree();
-    let index = t.index("@/ext:relative:@/missing:@/later");
+    let index = t.index("@/ext:relative:@/missing:@/later:@/gw");
     let libs = library_reports(&index, &ctx(&index));
-    let findings = check(&index, &libs, 18);
+    let findings = check(&index, &libs, 18, &TrustPolicy::for_this_process(true));
     let text: Vec<String> = findings.iter().map(|f| format!("{}: {}", f.severity.as_str(), f.message)).collect();
     let expect =
         |needle: &str| assert!(text.iter().any(|t| t.contains(needle)), "no finding with {needle:?} in {text:#?}");
     expect("warning: \"relative\": relative path element ignored");
     expect(&format!("warning: {}: could not read directory", t.p("missing").display()));
-    expect("error: control file");
-    expect("unterminated quoted string");
-    expect(&format!("error: script directory \"{}\" does not exist", t.p("ext/lost/share/gone").display()));
+    expect(&format!(
+        "error: \"{}\": control file cannot be used: syntax error in line 1",
+        t.p("ext/broken/broken.control").display()
+    ));
+    expect(&format!("script directory \"{}\" does not exist", t.p("ext/lost/share/gone").display()));
     expect("warning: no update path to 1.1 from version(s) 0.9");
     expect("error: default version 2.0 of nodefault cannot be installed");
     expect(&format!("notice: good here is shadowed by \"{}\" (rfc)", t.p("ext/good").display()));
-    expect(&format!("warning: \"{}\" is writable by group or others", t.p("ext/loose/sql").display()));
-    expect(&format!("warning: \"{}\" is writable by group or others", t.p("ext/loose/sql/loose--1.0.sql").display()));
+    expect(&format!(
+        "error: \"{}\": not trusted, left out: \"{}\" is writable by group or others",
+        t.p("ext/loose/loose.control").display(),
+        t.p("ext/loose/sql").display()
+    ));
+    // control files PostgreSQL would refuse
+    expect("\"Default_Version\"");
+    expect(&format!(
+        "error: \"{}\": control file cannot be used: syntax error",
+        t.p("ext/unquoted/unquoted.control").display()
+    ));
+    // an absolute directory is held to the same rules
+    expect(&format!("script directory \"{}\" does not exist", t.p("nowhere").display()));
+    expect(&format!(
+        "error: \"{}\": not trusted, left out: \"{}\" is writable by group or others",
+        t.p("ext/absloose/absloose.control").display(),
+        t.p("outside/loose").display()
+    ));
+    // a group that can write a prefix can replace everything in it
+    expect(&format!(
+        "error: \"{}\": not trusted, left out: \"{}\" is writable by group or others",
+        t.p("gw/shared/shared.control").display(),
+        t.p("gw").display()
+    ));
+    expect(&format!(
+        "library \"{}\": not trusted, left out: \"{}\"",
+        t.p("gw/shared/lib/shared.so").display(),
+        t.p("gw").display()
+    ));
+    // a control file owned by another user
+    if unsafe { libc::geteuid() } == 0 {
+        expect(&format!(
+            "error: \"{0}\": not trusted, left out: \"{0}\" is owned by uid 12345, neither root nor the server's user",
+            t.p("ext/foreign/foreign.control").display()
+        ));
+    }
     expect("requires \"libgone.so.1\", which was not found");
     expect(&format!(
         "error: module \"{}\" is built for PostgreSQL 17, this server is 18",
@@ -147,6 +211,11 @@ fn check_finds_every_planted_problem() {
         t.p("ext/rfcdict/tsearch_data").display()
     ));
     assert!(!text.iter().any(|t| t.contains("ext/good/tsearch_data")), "{text:#?}");
+    // with trusted_files_only off, untrusted files are served: warnings, with another hint
+    let relaxed = check(&index, &libs, 18, &TrustPolicy::for_this_process(false));
+    let loose = relaxed.iter().find(|f| f.message.contains("ext/loose/sql\" is writable")).unwrap();
+    assert_eq!(loose.severity, Severity::Warning);
+    assert!(loose.hint.contains("trusted_files_only is off"), "{}", loose.hint);
     assert!(findings.windows(2).all(|w| w[0].severity <= w[1].severity), "most severe first");
     assert!(findings.iter().all(|f| !f.hint.is_empty()));
     // the good extension has no finding of its own

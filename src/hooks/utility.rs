@@ -3,10 +3,10 @@
 //! * CREATE EXTENSION, ALTER EXTENSION and LOAD (not from inside an extension script): bring the
 //!   catalog up to date with the session's path first, so a directory added under a prefix, or
 //!   a path changed by reload or SET, is seen without a restart.
-//! * CREATE/ALTER EXTENSION: prepare the modules of the extension and of what it requires.
 //! * LOAD, also from extension scripts: `LOAD '$libdir/x'` of a module that lives only in an
 //!   image loads the image's file; the library is prepared.
-//! * CREATE FUNCTION … LANGUAGE C: the library is prepared (PostgreSQL's validator loads it).
+//! * CREATE FUNCTION … LANGUAGE C: the library is prepared (PostgreSQL's validator loads it);
+//!   this is also how an extension's modules are prepared, from its scripts.
 //!
 //! Every statement then goes to the previous hook, or PostgreSQL's own implementation, called
 //! from a frame outside pgrx's error conversion (see [`super`]).
@@ -19,7 +19,7 @@ use pgrx::prelude::*;
 
 use esp_resolver::dfmgr::Loader;
 
-use crate::libraries::{extension_modules, load_target, prepare};
+use crate::libraries::{load_target, prepare};
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
@@ -97,32 +97,32 @@ unsafe extern "C-unwind" fn before_utility(
         if stmt.is_null() {
             return pstmt;
         }
+        // In a parallel operation PostgreSQL refuses these statements itself; we add nothing.
+        if pg_sys::IsInParallelMode() {
+            return pstmt;
+        }
         let nested = pg_sys::creating_extension;
         // Loading code is for the roles PostgreSQL lets load it: LOAD of anything but
         // $libdir/plugins/x and C functions need a superuser (inside a trusted extension's
         // script, the bootstrap superuser PostgreSQL switches to). For other roles we load
-        // nothing and leave the statement, and its refusal, to PostgreSQL.
-        let superuser = pg_sys::superuser();
+        // nothing and leave the statement, and its refusal, to PostgreSQL. The modules of an
+        // extension are prepared where its scripts create its C functions or LOAD them, so a
+        // CREATE or ALTER EXTENSION that does nothing (IF NOT EXISTS, already at the version)
+        // loads nothing either, as in PostgreSQL.
+        // (Asked only for these statements: others, ROLLBACK in an aborted transaction among
+        // them, may come when no catalog can be read.)
+        let superuser = || pg_sys::superuser();
         match (*stmt).type_ {
-            pg_sys::NodeTag::T_CreateExtensionStmt if !nested => {
-                let index = crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
-                if superuser {
-                    prepare_extension(&index, (*stmt.cast::<pg_sys::CreateExtensionStmt>()).extname);
-                }
+            pg_sys::NodeTag::T_CreateExtensionStmt | pg_sys::NodeTag::T_AlterExtensionStmt if !nested => {
+                crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
             }
-            pg_sys::NodeTag::T_AlterExtensionStmt if !nested => {
-                let index = crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
-                if superuser {
-                    prepare_extension(&index, (*stmt.cast::<pg_sys::AlterExtensionStmt>()).extname);
-                }
-            }
-            pg_sys::NodeTag::T_LoadStmt if superuser => {
+            pg_sys::NodeTag::T_LoadStmt if superuser() => {
                 if !nested {
                     crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
                 }
                 return prepare_load(pstmt, read_only_tree);
             }
-            pg_sys::NodeTag::T_CreateFunctionStmt if superuser => {
+            pg_sys::NodeTag::T_CreateFunctionStmt if superuser() => {
                 if let Some(library) = c_function_library(stmt.cast()) {
                     prepare(&library, Loader::Function);
                 }
@@ -130,18 +130,6 @@ unsafe extern "C-unwind" fn before_utility(
             _ => {}
         }
         pstmt
-    }
-}
-
-/// Loads the bundled libraries of the extension's module and of its requirements' modules.
-fn prepare_extension(index: &esp_resolver::Index, extname: *const c_char) {
-    if extname.is_null() {
-        return;
-    }
-    // SAFETY: the parser gives a NUL-terminated name.
-    let name = unsafe { CStr::from_ptr(extname) }.to_string_lossy();
-    for module in extension_modules(index, &name) {
-        prepare(&module, Loader::Function);
     }
 }
 
@@ -193,7 +181,9 @@ unsafe fn c_function_library(stmt: *mut pg_sys::CreateFunctionStmt) -> Option<St
                     items.get_ptr(0).filter(|n| (**n).type_ == pg_sys::NodeTag::T_String).map(|n| string_node(n));
             }
         }
-        language.filter(|l| l.eq_ignore_ascii_case("c")).and(obj_file)
+        // The parser downcases unquoted names: `LANGUAGE C` arrives as "c", `LANGUAGE "C"` is
+        // another (nonexistent) language.
+        language.filter(|l| l == "c").and(obj_file)
     }
 }
 
