@@ -2,9 +2,10 @@
 //! lives, and refreshing it.
 //!
 //! The catalog (see `esp_resolver::catalog`) lives in the data directory, the one place the
-//! server can always write: `$PGDATA/extension_search_path/server` for the server-wide path and
-//! `$PGDATA/extension_search_path/session-<key>` for a path a session SET for itself. It is
-//! derived data: rebuilt at start, on reload and before every CREATE/ALTER EXTENSION and LOAD.
+//! server can always write, under `pg_stat_tmp/` (which pg_basebackup and pg_rewind skip):
+//! `$PGDATA/pg_stat_tmp/extension_search_path/server` for the server-wide path and
+//! `…/session-<key>` for any other value a session has. It is derived data: rebuilt at start,
+//! on reload and before every CREATE/ALTER EXTENSION and LOAD.
 
 use std::ffi::CStr;
 use std::fs;
@@ -33,7 +34,12 @@ pub fn locations() -> &'static Locations {
 
 pub fn init() {
     let locations = LOCATIONS.get_or_init(|| {
-        let root = data_dir().join("extension_search_path");
+        // Under pg_stat_tmp, whose contents pg_basebackup and pg_rewind skip by design: the catalog
+        // (symlinks, generated files) is derived data every server rebuilds at start, and tools
+        // that copy a data directory must neither copy it nor trip over its links.
+        let root = data_dir().join("pg_stat_tmp").join("extension_search_path");
+        // Where versions before 0.2 kept it.
+        let _ = fs::remove_dir_all(data_dir().join("extension_search_path"));
         Locations { server: Catalog::new(root.join("server")), root, system: system_dirs() }
     });
     // Session catalogs of earlier runs are stale.

@@ -149,6 +149,17 @@ pub struct Server {
     running: bool,
     /// Variables set in the postmaster's environment at start (inherited by every backend).
     env: Vec<(String, String)>,
+    /// The socket directory (outside the data directory: tools that copy a data directory
+    /// would trip over the socket).
+    pub sock: PathBuf,
+}
+
+/// A socket directory beside `data`, for the postgres user.
+fn socket_dir(data: &Path) -> PathBuf {
+    let sock = data.with_file_name("sock");
+    fs::create_dir_all(&sock).unwrap();
+    run(Command::new("chown").arg("postgres").arg(&sock)).unwrap();
+    sock
 }
 
 impl Server {
@@ -164,10 +175,11 @@ impl Server {
         .unwrap_or_else(|e| panic!("initdb: {e}"));
         let base = 20000 + (std::process::id() % 2000) as u16 * 10;
         let port = base + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 10;
-        let server = Server { _dir: dir, data, port, running: false, env: Vec::new() };
+        let sock = socket_dir(&data);
+        let server = Server { _dir: dir, data, port, running: false, env: Vec::new(), sock };
         let mut conf = format!(
             "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\n",
-            server.data.display()
+            server.sock.display()
         );
         for s in settings {
             conf.push_str(s);
@@ -175,6 +187,51 @@ impl Server {
         }
         server.append_conf(&conf);
         server
+    }
+
+    /// A standby of `self`: `pg_basebackup -R` (as postgres) into a new data directory with a port
+    /// and socket directory of its own. Not started. Returns it with what pg_basebackup printed.
+    pub fn standby(&self) -> (Server, String) {
+        let dir = tempdir();
+        let data = dir.path().join("data");
+        run(Command::new("chown").arg("postgres").arg(dir.path())).unwrap();
+        let (host, port) = (self.sock.display().to_string(), self.port.to_string());
+        let out = self
+            .tool(
+                "pg_basebackup",
+                &[
+                    "-R",
+                    "--no-sync",
+                    "-X",
+                    "stream",
+                    "-h",
+                    &host,
+                    "-p",
+                    &port,
+                    "-U",
+                    "postgres",
+                    "-D",
+                    &data.display().to_string(),
+                ],
+            )
+            .unwrap_or_else(|e| panic!("pg_basebackup: {e}"));
+        let port = self.port + 100;
+        let sock = socket_dir(&data);
+        let server = Server { _dir: dir, data, port, running: false, env: Vec::new(), sock };
+        server.append_conf(&format!("port = {port}\nunix_socket_directories = '{}'\n", server.sock.display()));
+        (server, out)
+    }
+
+    /// Runs a PostgreSQL program of the install as postgres; its output (stdout and stderr).
+    pub fn tool(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let cmd = format!(
+            "'{}' {} 2>&1",
+            pg_bin().join(program).display(),
+            args.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(" ")
+        );
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--", "sh", "-c", &cmd]);
+        run(&mut command)
     }
 
     /// A server that preloads extension_search_path with `path`, plus `settings`.
@@ -283,7 +340,7 @@ impl Server {
     /// `try_sql` in a new session of role `user`.
     pub fn try_sql_as(&self, user: &str, sql: &str) -> Result<String, String> {
         let mut cmd = Command::new(pg_bin().join("psql"));
-        cmd.arg("-h").arg(&self.data).arg("-p").arg(self.port.to_string());
+        cmd.arg("-h").arg(&self.sock).arg("-p").arg(self.port.to_string());
         cmd.args(["-U", user, "-d", "postgres", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
         run_with_input(&mut cmd, sql)
     }
@@ -294,7 +351,7 @@ impl Server {
         let psql = format!(
             "'{}' -h '{}' -p {} -U postgres -d postgres -X -a -q -f - 2>&1",
             pg_bin().join("psql").display(),
-            self.data.display(),
+            self.sock.display(),
             self.port
         );
         let mut cmd = Command::new("sh");
