@@ -62,7 +62,9 @@ pub fn init() {
 pub fn refresh_server_catalog_after_reload(value: &str) {
     if let Some(locations) = LOCATIONS.get() {
         record_server_path(value);
-        refresh(&locations.server, value, PgLogLevel::WARNING, Refresh::Full).details();
+        // Every SIGHUP comes here, changed or not: rebuild only when the value or the
+        // prefixes' entries changed (rescan() rebuilds on demand).
+        refresh(&locations.server, value, PgLogLevel::WARNING, Refresh::IfChanged).details();
     }
 }
 
@@ -150,7 +152,16 @@ pub enum Refresh {
 /// starts with it: a CREATE EXTENSION then costs one stat per prefix, not a scan. A static, not
 /// a thread-local: statics are never dropped, so a backend's exit does not walk (and, through
 /// copy-on-write, copy) the inherited index to free it.
-static CACHE: Mutex<Option<(String, bool, Arc<Index>)>> = Mutex::new(None);
+static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
+
+struct Cached {
+    value: String,
+    enforce: bool,
+    index: Arc<Index>,
+    /// The process that built it: an index inherited from the postmaster is never freed by a
+    /// backend (freeing would copy its pages); one built here is freed when replaced.
+    built_by: u32,
+}
 
 /// The index of `value`, from the cache when it is still current, else freshly scanned (not
 /// synced: for reading).
@@ -164,10 +175,7 @@ pub fn index_for(value: &str) -> Arc<Index> {
 
 fn cached(value: &str, enforce: bool) -> Option<Arc<Index>> {
     let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    cache
-        .as_ref()
-        .filter(|(v, e, index)| v == value && *e == enforce && index.is_current())
-        .map(|(_, _, index)| index.clone())
+    cache.as_ref().filter(|c| c.value == value && c.enforce == enforce && c.index.is_current()).map(|c| c.index.clone())
 }
 
 /// Scans `value` and makes `catalog` serve its winners. Problems are reported at `level` with
@@ -232,11 +240,19 @@ fn refresh_with(
         ),
     }
     let index = Arc::new(index);
-    let previous =
-        CACHE.lock().unwrap_or_else(|e| e.into_inner()).replace((value.to_string(), policy.enforce, index.clone()));
-    // An index replaced here may be one inherited from the postmaster: let it go without
-    // freeing it piece by piece (it is shared copy-on-write with the postmaster).
-    std::mem::forget(previous);
+    let cached = Cached {
+        value: value.to_string(),
+        enforce: policy.enforce,
+        index: index.clone(),
+        built_by: std::process::id(),
+    };
+    let previous = CACHE.lock().unwrap_or_else(|e| e.into_inner()).replace(cached);
+    match previous {
+        Some(old) if old.built_by == std::process::id() => drop(old),
+        // Inherited from the postmaster: let it go without freeing it piece by piece (it is
+        // shared copy-on-write with the postmaster).
+        old => std::mem::forget(old),
+    }
     index
 }
 
