@@ -222,24 +222,46 @@ fn refresh_with(
     for problem in &index.problems {
         crate::messages::warn(level, format!("extension_search_path: {problem}"));
     }
-    match catalog.sync(&index) {
-        Ok(report) => {
+    // SAFETY: a plain global, false only in the postmaster.
+    let in_postmaster = !unsafe { pg_sys::IsUnderPostmaster };
+    let force = how == Refresh::Full;
+    // The postmaster never waits for a backend's sync: if one holds the catalog, it tries again
+    // at the next reload (and backends sync what they need before CREATE, ALTER and LOAD).
+    let synced = if in_postmaster { catalog.try_sync(&index, force) } else { catalog.sync(&index, force).map(Some) };
+    let mut complete = true;
+    match synced {
+        Ok(Some(report)) => {
             for problem in &report.problems {
                 crate::messages::warn(level, format!("extension_search_path: {problem}"));
             }
         }
-        Err(e) => crate::messages::emit(
-            level,
-            ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_IO_ERROR,
-                format!("extension_search_path: could not update catalog \"{}\": {e}", catalog.root().display()),
-                "refresh",
+        Ok(None) => {
+            complete = false;
+            crate::messages::warn(
+                PgLogLevel::LOG,
+                "extension_search_path: the catalog is being updated by a backend; trying again at the next reload"
+                    .into(),
+            );
+        }
+        Err(e) => {
+            complete = false;
+            crate::messages::emit(
+                level,
+                ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_IO_ERROR,
+                    format!("extension_search_path: could not update catalog \"{}\": {e}", catalog.root().display()),
+                    "refresh",
+                )
+                .set_detail("CREATE EXTENSION and LOAD use the catalog as it was.")
+                .set_hint("Check that the data directory is writable by the server."),
             )
-            .set_detail("CREATE EXTENSION and LOAD use the catalog as it was.")
-            .set_hint("Check that the data directory is writable by the server."),
-        ),
+        }
     }
     let index = Arc::new(index);
+    if !complete {
+        // Not remembered as synced: the next refresh tries again.
+        return index;
+    }
     let cached = Cached {
         value: value.to_string(),
         enforce: policy.enforce,

@@ -18,7 +18,7 @@
 //! so concurrent backends converge on the same content.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, symlink};
@@ -46,6 +46,8 @@ pub struct SyncReport {
     pub removed: usize,
     /// Control files that could not be read or parsed (left out of the catalog).
     pub problems: Vec<Problem>,
+    /// Nothing was done: the catalog already served this state (synced by another process).
+    pub unchanged: bool,
 }
 
 impl Catalog {
@@ -78,15 +80,53 @@ impl Catalog {
         self.root.join("share").join("extension")
     }
 
-    /// Makes the catalog serve exactly the non-`$system` winners of `index`.
-    pub fn sync(&self, index: &Index) -> io::Result<SyncReport> {
+    /// Makes the catalog serve exactly the non-`$system` winners of `index`, waiting for another
+    /// process's sync to finish first. `force` rewrites what the catalog says it already holds
+    /// (files may have changed inside the images without any prefix changing).
+    pub fn sync(&self, index: &Index, force: bool) -> io::Result<SyncReport> {
+        self.sync_locking(index, force, true).map(|r| r.unwrap_or_default())
+    }
+
+    /// [`Catalog::sync`] that never waits: `None` when another process holds the catalog (the
+    /// postmaster must never block on a backend).
+    pub fn try_sync(&self, index: &Index, force: bool) -> io::Result<Option<SyncReport>> {
+        self.sync_locking(index, force, false)
+    }
+
+    fn sync_locking(&self, index: &Index, force: bool, wait: bool) -> io::Result<Option<SyncReport>> {
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true).mode(0o700);
         builder.create(self.control_dir())?;
         builder.create(self.library_dir())?;
         let lock = fs::File::create(self.root.join(".lock"))?;
-        lock.lock()?;
+        if wait {
+            lock.lock()?;
+        } else {
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
+        // What the catalog was last synced from: when another process just synced the same
+        // state (many backends after one change), there is nothing to write.
+        let stamp = stamp(index, &self.trust);
+        let stamp_file = self.root.join(".stamp");
+        if !force && fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp) {
+            return Ok(Some(SyncReport { unchanged: true, ..SyncReport::default() }));
+        }
+        // No stamp while entries change: a sync cut short (a killed backend) is redone by the
+        // next one, whatever it is asked.
+        match fs::remove_file(&stamp_file) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let report = self.sync_locked(index)?;
+        write_durably(&self.root, OsStr::new(".stamp"), |tmp| fs::write(tmp, &stamp))?;
+        Ok(Some(report))
+    }
 
+    fn sync_locked(&self, index: &Index) -> io::Result<SyncReport> {
         let mut report = SyncReport::default();
         let mut controls: BTreeMap<OsString, Vec<u8>> = BTreeMap::new();
         for copy in index.winners().filter(|c| c.layout != Layout::System) {
@@ -159,17 +199,39 @@ fn sync_dir<V: PartialEq>(
         if present.contains(name) && read(&path).as_ref() == Some(value) {
             continue;
         }
-        let mut tmp_name = OsString::from(".tmp.");
-        tmp_name.push(std::process::id().to_string());
-        tmp_name.push(".");
-        tmp_name.push(name);
-        let tmp = dir.join(tmp_name);
-        let _ = fs::remove_file(&tmp);
-        write(&tmp, value)?;
-        fs::rename(&tmp, &path)?;
+        write_durably(dir, name, |tmp| write(tmp, value))?;
         report.written += 1;
     }
+    // The renames and removals themselves reach the disk.
+    fs::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+/// Writes `dir/name` atomically: to a temporary name PostgreSQL never lists (it does not end in
+/// `.control`; leftovers of a killed process are removed by the next sync), flushed to disk,
+/// then renamed over the entry.
+fn write_durably(dir: &Path, name: &OsStr, write: impl Fn(&Path) -> io::Result<()>) -> io::Result<()> {
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let _ = fs::remove_file(&tmp);
+    write(&tmp)?;
+    if fs::symlink_metadata(&tmp)?.is_file() {
+        fs::File::open(&tmp)?.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))
+}
+
+/// What a catalog synced from `index` under `trust` serves, as far as can be told without
+/// reading every file: the path, the trust policy and the modification times of the prefixes.
+fn stamp(index: &Index, trust: &TrustPolicy) -> String {
+    let mut stamp = format!("{:?} {}\n{}\n", index.path.elements, index.path.implicit_system, trust.enforce);
+    for (dir, modified) in &index.fingerprint {
+        let nanos = modified.and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos());
+        stamp.push_str(&format!("{}\t{nanos:?}\n", dir.display()));
+    }
+    stamp
 }
 
 /// Whether `copy` can be served to PostgreSQL, and if so the control file the catalog gives it

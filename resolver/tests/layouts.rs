@@ -196,7 +196,7 @@ fn catalog_serves_winners_with_their_real_script_directories() {
     t.cnpg("ext", "hstore", &["hstore"]);
     let index = t.index("$system:@/ext");
     let catalog = Catalog::new(t.p("data/esp/server"));
-    let report = catalog.sync(&index).unwrap();
+    let report = catalog.sync(&index, true).unwrap();
     assert_eq!((report.extensions, report.libraries, report.written, report.removed), (2, 2, 4, 0));
     assert!(report.problems.is_empty());
 
@@ -211,17 +211,17 @@ fn catalog_serves_winners_with_their_real_script_directories() {
     assert_eq!(fs::read_link(catalog.library_dir().join("semver.so")).unwrap(), t.p("ext/semver/lib/semver.so"));
 
     // idempotent
-    assert_eq!(catalog.sync(&index).unwrap().written, 0);
+    assert_eq!(catalog.sync(&index, true).unwrap().written, 0);
 
     // an image removed: its entries go
     fs::remove_dir_all(t.p("ext/hstore")).unwrap();
-    let report = catalog.sync(&t.index("$system:@/ext")).unwrap();
+    let report = catalog.sync(&t.index("$system:@/ext"), true).unwrap();
     assert_eq!((report.extensions, report.libraries, report.written, report.removed), (1, 1, 0, 2));
     assert!(!catalog.library_dir().join("hstore.so").exists());
 
     // the path changed: a new winner replaces the old entry
     t.rfc("first", "semver");
-    let report = catalog.sync(&t.index("@/first:$system:@/ext")).unwrap();
+    let report = catalog.sync(&t.index("@/first:$system:@/ext"), true).unwrap();
     assert_eq!(report.written, 2);
     assert_eq!(control_of(&catalog, "semver").get("directory"), Some(t.p("first/semver/sql").to_str().unwrap()));
 }
@@ -231,10 +231,10 @@ fn catalog_copies_a_prefix_winner_over_system() {
     let t = Tree::new();
     t.rfc("ext", "plpgsql");
     let catalog = Catalog::new(t.p("cat"));
-    catalog.sync(&t.index("@/ext:$system")).unwrap();
+    catalog.sync(&t.index("@/ext:$system"), true).unwrap();
     assert!(catalog.control_path_element().join("extension/plpgsql.control").exists());
     assert!(catalog.library_dir().join("plpgsql.so").exists());
-    catalog.sync(&t.index("$system:@/ext")).unwrap();
+    catalog.sync(&t.index("$system:@/ext"), true).unwrap();
     assert!(!catalog.control_path_element().join("extension/plpgsql.control").exists());
     assert!(!catalog.library_dir().join("plpgsql.so").exists());
 }
@@ -274,7 +274,7 @@ fn a_broken_control_file_is_reported_and_left_out() {
     t.rfc("ext", "good");
     t.file("ext/bad/bad.control", "default_version = 'unterminated\n");
     let catalog = Catalog::new(t.p("cat"));
-    let report = catalog.sync(&t.index("@/ext")).unwrap();
+    let report = catalog.sync(&t.index("@/ext"), true).unwrap();
     assert_eq!(report.extensions, 1);
     assert_eq!(report.problems.len(), 1);
     assert!(report.problems[0].subject.ends_with("bad/bad.control"));
@@ -306,7 +306,7 @@ fn untrusted_and_invalid_control_files_are_left_out() {
     t.rfc("ext", "badsecondary");
     t.file("ext/badsecondary/sql/badsecondary--1.0.control", "default_version = '2'\n");
     let catalog = Catalog::new(t.p("cat"));
-    let report = catalog.sync(&t.index("@/ext")).unwrap();
+    let report = catalog.sync(&t.index("@/ext"), true).unwrap();
     assert_eq!(report.extensions, 1, "{:?}", report.problems);
     let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     assert!(
@@ -324,7 +324,7 @@ fn untrusted_and_invalid_control_files_are_left_out() {
     // relaxed: reported by check() but served
     let relaxed =
         Catalog::new(t.p("cat2")).with_trust(esp_resolver::safe_fs::TrustPolicy { enforce: false, server_uid: 0 });
-    assert_eq!(relaxed.sync(&t.index("@/ext")).unwrap().extensions, 3);
+    assert_eq!(relaxed.sync(&t.index("@/ext"), true).unwrap().extensions, 3);
 }
 
 #[test]
@@ -351,7 +351,7 @@ fn directories_changing_during_scans_never_break_them() {
     for _ in 0..200 {
         let index = t.index("@/ext");
         assert!(index.resolve("stable").is_some());
-        catalog.sync(&index).unwrap();
+        catalog.sync(&index, true).unwrap();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     churn.join().unwrap();
@@ -376,4 +376,43 @@ fn an_index_knows_when_images_come_and_go() {
     std::thread::sleep(std::time::Duration::from_millis(20));
     t.file("system/share/extension/new.control", "");
     assert!(!index.is_current(), "a new $system extension");
+}
+
+#[test]
+fn syncs_are_stamped_locked_and_leave_nothing_postgres_would_list() {
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    let index = t.index("$system:@/ext");
+    let catalog = Catalog::new(t.p("cat"));
+    let first = catalog.sync(&index, false).unwrap();
+    assert!(!first.unchanged && first.written == 2);
+    // another process (or this one) syncing the same state writes nothing
+    assert!(catalog.sync(&index, false).unwrap().unchanged);
+    // unless forced (files may change inside an image)
+    assert!(!catalog.sync(&index, true).unwrap().unchanged);
+    // a sync cut short (a killed backend): its temporary file, under a name PostgreSQL does not
+    // list as an extension, and no stamp; the next sync, forced or not, completes the catalog
+    let control_dir = catalog.control_path_element().join("extension");
+    fs::write(control_dir.join(".semver.control.tmp-99999"), "partial").unwrap();
+    fs::remove_file(control_dir.join("semver.control")).unwrap();
+    fs::remove_file(t.p("cat/.stamp")).unwrap();
+    let redo = catalog.sync(&index, false).unwrap();
+    assert!(!redo.unchanged && redo.written == 1, "{redo:?}");
+    let names: Vec<String> =
+        fs::read_dir(&control_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["semver.control"]);
+    // nothing this module writes ends in .control but the entries themselves
+    for entry in fs::read_dir(t.p("cat")).unwrap().chain(fs::read_dir(&control_dir).unwrap()) {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.') || !name.ends_with(".control"), "{name}");
+    }
+    // a catalog held by another process: try_sync does not wait
+    let lock = fs::File::open(t.p("cat/.lock")).unwrap();
+    lock.lock().unwrap();
+    let other = Catalog::new(t.p("cat"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let index2 = t.index("$system:@/ext");
+    std::thread::spawn(move || tx.send(other.try_sync(&index2, true).unwrap().is_none()).unwrap());
+    assert!(rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(), "try_sync waited or synced under a held lock");
+    lock.unlock().unwrap();
 }
