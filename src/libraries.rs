@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use esp_resolver::Index;
 use esp_resolver::dfmgr::{self, Loader};
-use esp_resolver::libs::{LibraryContext, plan, system_library_dirs};
+use esp_resolver::libs::{LibraryContext, loaded_sonames, plan, system_library_dirs};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
@@ -60,7 +60,7 @@ pub fn prepare(name: &str, loader: Loader) {
         refuse_untrusted(name, &real, &why);
     }
     let mut ctx =
-        LibraryContext { image_dirs: Vec::new(), system_dirs: system_library_dirs(), loaded: loaded_objects() };
+        LibraryContext { image_dirs: Vec::new(), system_dirs: system_library_dirs(), loaded: loaded_sonames() };
     let mut result = plan(&real, &ctx);
     if result.as_ref().is_ok_and(|p| p.missing().next().is_some()) {
         // Not in its own image nor on the system: look in the other images too.
@@ -154,17 +154,6 @@ fn locate(name: &str, loader: Loader) -> Option<PathBuf> {
 
 pub fn session_index() -> std::sync::Arc<Index> {
     crate::server::index_for(&crate::gucs::path())
-}
-
-/// File names of the objects mapped into this process (the loader matches a needed soname
-/// against loaded objects before searching any directory).
-pub fn loaded_objects() -> HashSet<String> {
-    let maps = fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    maps.lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .filter(|p| p.starts_with('/'))
-        .filter_map(|p| Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect()
 }
 
 /// `LOAD '$libdir/x'`: PostgreSQL looks only in pkglibdir for it. When `x` is not there but an

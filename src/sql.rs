@@ -132,7 +132,7 @@ fn library_context(index: &Index) -> LibraryContext {
     LibraryContext {
         image_dirs: index.image_library_dirs(),
         system_dirs: system_library_dirs(),
-        loaded: crate::libraries::loaded_objects(),
+        loaded: esp_resolver::libs::loaded_sonames(),
     }
 }
 

@@ -276,3 +276,74 @@ mod tests {
         assert!(dirs.iter().any(|d| d.join("libc.so.6").exists()), "{dirs:?}");
     }
 }
+
+/// The names under which the dynamic loader knows the objects loaded in this process: each one's
+/// `DT_SONAME` (read from its dynamic section in memory) and the file name it was loaded from. The
+/// loader matches a `DT_NEEDED` entry against both before searching any directory, so a library
+/// named here is never loaded a second time (a system `libz.so.1` is mapped from
+/// `libz.so.1.2.13`: its file name alone would not say so).
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+pub fn loaded_sonames() -> HashSet<String> {
+    use std::ffi::{CStr, c_int, c_void};
+
+    #[repr(C)]
+    struct Dyn {
+        tag: i64,
+        val: u64,
+    }
+    const DT_NULL: i64 = 0;
+    const DT_STRTAB: i64 = 5;
+    const DT_SONAME: i64 = 14;
+
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: libc::size_t, data: *mut c_void) -> c_int {
+        // SAFETY: the loader passes a valid dl_phdr_info for each loaded object while it holds
+        // its lock; `data` is the HashSet passed below. The object's program headers, dynamic
+        // section and string table are mapped for as long as the object is loaded, which it is
+        // during this call.
+        unsafe {
+            let names = &mut *data.cast::<HashSet<String>>();
+            let info = &*info;
+            if !info.dlpi_name.is_null() {
+                let path = CStr::from_ptr(info.dlpi_name).to_string_lossy();
+                if let Some(file) = std::path::Path::new(path.as_ref()).file_name() {
+                    names.insert(file.to_string_lossy().into_owned());
+                }
+            }
+            let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum));
+            let Some(dynamic) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else { return 0 };
+            let mut entry = (info.dlpi_addr + dynamic.p_vaddr) as *const Dyn;
+            let (mut strtab, mut soname) = (None, None);
+            while (*entry).tag != DT_NULL {
+                match (*entry).tag {
+                    DT_STRTAB => strtab = Some((*entry).val),
+                    DT_SONAME => soname = Some((*entry).val),
+                    _ => {}
+                }
+                entry = entry.add(1);
+            }
+            if let (Some(strtab), Some(soname)) = (strtab, soname) {
+                // glibc relocates DT_STRTAB in place; where it does not, it is relative.
+                let base = if strtab < info.dlpi_addr { strtab + info.dlpi_addr } else { strtab };
+                let name = CStr::from_ptr((base + soname) as *const std::ffi::c_char);
+                names.insert(name.to_string_lossy().into_owned());
+            }
+            0
+        }
+    }
+
+    let mut names = HashSet::new();
+    // SAFETY: `each` only reads what the loader hands it and writes into `names`, which outlives
+    // the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut names).cast()) };
+    names
+}
+
+#[cfg(test)]
+mod loaded_tests {
+    #[test]
+    fn the_loader_s_own_names_are_found() {
+        let names = super::loaded_sonames();
+        // this test binary links the C library under its soname
+        assert!(names.contains("libc.so.6"), "{names:?}");
+    }
+}

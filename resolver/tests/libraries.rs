@@ -184,3 +184,19 @@ fn postgres_modules_and_their_major_version_are_recognised() {
     assert_eq!((read("plain.so").is_pg_module, read("plain.so").pg_major), (false, None));
     assert_eq!(read("plain.so").machine, esp_resolver::elf::HOST_MACHINE);
 }
+
+#[test]
+fn loaded_objects_are_known_by_soname_not_only_by_file_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    // a library whose file name is not its soname, as the system's libz.so.1.2.13 is libz.so.1
+    let file = tmp.path().join("libespdiff.so.1.2.3");
+    cc(&file, "libespdiff.so.1", "int espdiff(void) { return 1; }", &[], &[]);
+    assert!(!esp_resolver::libs::loaded_sonames().contains("libespdiff.so.1"));
+    let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+    // SAFETY: a plain dlopen of a library this test just built (no constructors).
+    let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!handle.is_null());
+    let names = esp_resolver::libs::loaded_sonames();
+    assert!(names.contains("libespdiff.so.1"), "the soname: {names:?}");
+    assert!(names.contains("libespdiff.so.1.2.3"), "and the file name");
+}
