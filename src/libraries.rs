@@ -22,18 +22,27 @@ use pgrx::prelude::*;
 use crate::server::locations;
 
 /// Library names prepared (or found to need nothing) in this process, per loader (they spell
-/// `$libdir/x` differently); inherited by backends from the postmaster. A static, never
-/// dropped: nothing to free at backend exit.
-static PREPARED: Mutex<Option<HashSet<(String, bool)>>> = Mutex::new(None);
+/// `$libdir/x` differently), under the `dynamic_library_path` they were looked up with (a
+/// session that changes its path starts afresh); inherited by backends from the postmaster. A
+/// static, never dropped: nothing to free at backend exit.
+static PREPARED: Mutex<Option<(String, HashSet<(String, bool)>)>> = Mutex::new(None);
 
 fn prepared(name: &str, loader: Loader) -> bool {
+    let path = crate::gucs::current(c"dynamic_library_path");
     let key = (name.to_string(), loader == Loader::File);
-    PREPARED.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|p| p.contains(&key))
+    PREPARED.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|(p, set)| *p == path && set.contains(&key))
 }
 
 fn mark_prepared(name: &str, loader: Loader) {
+    let path = crate::gucs::current(c"dynamic_library_path");
     let key = (name.to_string(), loader == Loader::File);
-    PREPARED.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashSet::new).insert(key);
+    let mut guard = PREPARED.lock().unwrap_or_else(|e| e.into_inner());
+    match guard.as_mut() {
+        Some((p, set)) if *p == path => {
+            set.insert(key);
+        }
+        _ => *guard = Some((path, HashSet::from([key]))),
+    }
 }
 
 /// Makes `name`, as `loader` is about to load it (`x`, `x.so`, `$libdir/x`, an absolute path),
