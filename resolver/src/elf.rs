@@ -293,6 +293,24 @@ mod tests {
     }
 
     #[test]
+    fn damage_reaches_the_reader_s_own_checks() {
+        let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/usr/lib64/libc.so.6"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .expect("a libc.so.6");
+        let bytes = std::fs::read(libc).unwrap();
+        // cut after the headers: the dynamic segment is past the end
+        let err = parse_elf(&bytes[..8192]).unwrap_err();
+        assert!(err.contains("past the end"), "{err}");
+        // a program header count that would need more than 64 KiB
+        let mut many = bytes.clone();
+        let phnum_at = if many[4] == 2 { 56 } else { 44 };
+        many[phnum_at..phnum_at + 2].copy_from_slice(&0xffffu16.to_le_bytes());
+        assert!(parse_elf(&many).unwrap_err().contains("program headers"));
+    }
+
+    #[test]
     fn directories_are_refused() {
         assert!(read_elf(Path::new("/")).unwrap_err().contains("not a regular file"));
     }
