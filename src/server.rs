@@ -65,6 +65,8 @@ pub fn refresh_server_catalog_after_reload(value: &str) {
         // Every SIGHUP comes here, changed or not: rebuild only when the value or the
         // prefixes' entries changed (rescan() rebuilds on demand).
         refresh(&locations.server, value, PgLogLevel::WARNING, Refresh::IfChanged).details();
+        // Session catalogs no backend holds any more.
+        esp_resolver::catalog::collect_unused(&locations.root, "session-");
     }
 }
 
@@ -133,9 +135,25 @@ pub fn refresh_session(how: Refresh, loud: bool) -> Arc<Index> {
     // Problems name paths: clients see them only when they may see paths.
     let own = loud || catalog != locations().server;
     let level = if own && crate::roles::may_see_paths() { PgLogLevel::WARNING } else { PgLogLevel::LOG_SERVER_ONLY };
+    hold_session_catalog(&catalog);
     let index = refresh(&catalog, &path, level, how);
     crate::core_paths::point_session_at(&catalog);
     index
+}
+
+/// The session catalog this backend uses, claimed so that no other process removes it; none
+/// while the session uses the server's.
+static SESSION_HOLD: Mutex<Option<esp_resolver::catalog::InUse>> = Mutex::new(None);
+
+fn hold_session_catalog(catalog: &Catalog) {
+    let mut hold = SESSION_HOLD.lock().unwrap_or_else(|e| e.into_inner());
+    if *catalog == locations().server {
+        *hold = None;
+    } else if hold.as_ref().is_none_or(|h| h.root != catalog.root()) {
+        // If the claim cannot be taken, the catalog still works; it may only be collected early
+        // (and is rebuilt at this session's next CREATE, ALTER or LOAD).
+        *hold = catalog.hold().ok();
+    }
 }
 
 /// Whether a refresh may reuse what this process already knows.

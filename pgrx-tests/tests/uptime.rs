@@ -68,3 +68,42 @@ fn reloads_and_rescans_leave_memory_flat_at_3000_images() {
     );
     s.assert_no_crash();
 }
+
+#[test]
+fn session_catalogs_go_when_no_session_uses_them() {
+    let dir = tempdir();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    esp_e2e::mkimage("cnpg", "contrib:seg", &a.join("seg"));
+    esp_e2e::mkimage("cnpg", "contrib:cube", &b.join("cube"));
+    let s = Server::with_path(&format!("$system:{}", a.display()), &[]);
+    let root = s.data.join("pg_stat_tmp/extension_search_path");
+    let sessions = || {
+        fs::read_dir(&root)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("session-"))
+            .count()
+    };
+    let own_path = format!("SET extension_search_path.path = '$system:{}'; CREATE EXTENSION cube;", b.display());
+    // one session that ends, one that lives on while the server reloads
+    s.sql(&format!("BEGIN; {own_path} ROLLBACK;"));
+    let live = std::thread::scope(|scope| {
+        let long = scope.spawn(|| s.sql(&format!("{own_path} SELECT pg_sleep(4); SELECT cube_dim('(1,2)'::cube)")));
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        assert_eq!(sessions(), 1, "both sessions use the same catalog");
+        let n =
+            s.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND pid <> pg_backend_pid()");
+        assert_eq!(n, "1");
+        s.sql("SELECT pg_reload_conf()");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(sessions(), 1, "a catalog in use is kept");
+        long.join().unwrap()
+    });
+    assert_eq!(live.lines().last(), Some("2"), "the long session kept using its catalog");
+    s.sql("SELECT pg_reload_conf()");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sessions() != 0 {
+        assert!(std::time::Instant::now() < deadline, "an unused session catalog was kept");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    s.assert_no_crash();
+}

@@ -320,3 +320,52 @@ pub fn key(value: &str) -> String {
     let hash = value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     format!("{hash:016x}")
 }
+
+/// A process's claim on a catalog it uses (a shared lock on `<root>/.inuse`, held while the
+/// value lives): [`collect_unused`] never removes a catalog someone holds.
+#[derive(Debug)]
+pub struct InUse {
+    _file: fs::File,
+    pub root: PathBuf,
+}
+
+impl Catalog {
+    /// Claims this catalog for as long as the returned value lives (creating it if need be).
+    pub fn hold(&self) -> io::Result<InUse> {
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.root)?;
+            let path = self.root.join(".inuse");
+            let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+            file.lock_shared()?;
+            // A collector may have removed the catalog between the open and the lock: the file
+            // held must still be the one at the path.
+            let held = file.metadata()?;
+            match fs::metadata(&path) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                    return Ok(InUse { _file: file, root: self.root.clone() });
+                }
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// Removes the catalogs under `root` whose names start with `prefix` and that no process holds
+/// (see [`Catalog::hold`]); returns how many. Never waits for a holder.
+pub fn collect_unused(root: &Path, prefix: &str) -> usize {
+    let mut removed = 0;
+    for entry in fs::read_dir(root).into_iter().flatten().flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(file) = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(".inuse")) else {
+            continue;
+        };
+        if file.try_lock().is_ok() && fs::remove_dir_all(&dir).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}

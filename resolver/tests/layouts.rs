@@ -416,3 +416,28 @@ fn syncs_are_stamped_locked_and_leave_nothing_postgres_would_list() {
     assert!(rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(), "try_sync waited or synced under a held lock");
     lock.unlock().unwrap();
 }
+
+#[test]
+fn unused_session_catalogs_are_collected_never_one_in_use() {
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    let index = t.index("@/ext");
+    let (used, unused) = (Catalog::new(t.p("root/session-a")), Catalog::new(t.p("root/session-b")));
+    let held = used.hold().unwrap();
+    used.sync(&index, true).unwrap();
+    {
+        let _briefly = unused.hold().unwrap();
+        unused.sync(&index, true).unwrap();
+    }
+    Catalog::new(t.p("root/server")).sync(&index, true).unwrap();
+    assert_eq!(esp_resolver::catalog::collect_unused(&t.p("root"), "session-"), 1);
+    assert!(t.p("root/session-a/share/extension/semver.control").exists(), "held: kept");
+    assert!(!t.p("root/session-b").exists(), "released: removed");
+    assert!(t.p("root/server").exists(), "other catalogs are not touched");
+    drop(held);
+    assert_eq!(esp_resolver::catalog::collect_unused(&t.p("root"), "session-"), 1);
+    // a claim taken again after a collection holds the new directory
+    let again = used.hold().unwrap();
+    assert_eq!(esp_resolver::catalog::collect_unused(&t.p("root"), "session-"), 0);
+    assert!(again.root.join(".inuse").exists());
+}
