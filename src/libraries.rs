@@ -52,22 +52,60 @@ fn mark_prepared(name: &str, loader: Loader) {
 /// copy under a prefix — is left to PostgreSQL, which loads or reports it exactly as it does
 /// without us: nothing of it is read and nothing it needs is loaded.
 pub fn prepare(name: &str, loader: Loader) {
+    if let Err(refusal) = try_prepare(name, loader) {
+        refusal.report(PgLogLevel::ERROR);
+    }
+}
+
+/// Why a library of ours cannot be loaded: an error of ours, raised or (at start, for
+/// session_preload_libraries) logged.
+struct Refusal {
+    code: PgSqlErrorCode,
+    message: String,
+    /// Names files and directories: shown only to roles that may see them.
+    detail: String,
+    hint: String,
+}
+
+impl Refusal {
+    fn report(self, level: PgLogLevel) {
+        let mut error = ErrorReport::new(self.code, self.message, "prepare").set_hint(self.hint);
+        if crate::roles::may_see_paths() {
+            error = error.set_detail(self.detail);
+        }
+        if level >= PgLogLevel::ERROR {
+            error.report(level);
+        } else {
+            crate::messages::emit(level, error);
+        }
+    }
+}
+
+fn try_prepare(name: &str, loader: Loader) -> Result<(), Refusal> {
     if name.is_empty() || prepared(name, loader) {
-        return;
+        return Ok(());
     }
     let Some(real) = locate(name, loader) else {
         mark_prepared(name, loader);
-        return;
+        return Ok(());
     };
     let policy = crate::gucs::trust_policy();
     let index = session_index();
-    let distrusted = |file: &Path| {
+    let trusted = |file: &Path| {
         let top = index.prefix_holding(file).unwrap_or_else(|| file.parent().unwrap_or(file).to_path_buf());
-        policy.enforce.then(|| policy.distrust_from(&top, file)).flatten()
+        match policy.enforce.then(|| policy.distrust_from(&top, file)).flatten() {
+            None => Ok(()),
+            Some(why) => Err(Refusal {
+                code: PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                message: format!("library \"{name}\" is not trusted"),
+                detail: format!("\"{}\": {why}", file.display()),
+                hint:
+                    "Fix the file's owner or mode, or set extension_search_path.trusted_files_only = off (server-wide)."
+                        .into(),
+            }),
+        }
     };
-    if let Some(why) = distrusted(&real) {
-        refuse_untrusted(name, &real, &why);
-    }
+    trusted(&real)?;
     let mut ctx =
         LibraryContext { image_dirs: Vec::new(), system_dirs: system_library_dirs(), loaded: loaded_sonames() };
     let mut result = plan(&real, &ctx);
@@ -76,79 +114,60 @@ pub fn prepare(name: &str, loader: Loader) {
         ctx.image_dirs = index.image_library_dirs();
         result = plan(&real, &ctx);
     }
-    let plan = match result {
-        Ok(plan) => plan,
-        Err(e) => {
-            return report(
-                PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
-                format!("could not load library \"{name}\": it is not a shared library this server can load"),
-                e,
-                "Replace the file in the image with a shared library built for this server.".into(),
-            );
-        }
-    };
+    let plan = result.map_err(|e| Refusal {
+        code: PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
+        message: format!("could not load library \"{name}\": it is not a shared library this server can load"),
+        detail: e,
+        hint: "Replace the file in the image with a shared library built for this server.".into(),
+    })?;
     if let Some(missing) = plan.missing().next() {
         let searched: Vec<String> = missing.searched.iter().map(|d| d.display().to_string()).collect();
-        report(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
-            format!("could not load library \"{name}\": required library \"{}\" was not found", missing.soname),
-            format!(
+        return Err(Refusal {
+            code: PgSqlErrorCode::ERRCODE_UNDEFINED_FILE,
+            message: format!(
+                "could not load library \"{name}\": required library \"{}\" was not found",
+                missing.soname
+            ),
+            detail: format!(
                 "\"{}\" needs \"{}\". Directories searched: {}.",
                 missing.needed_by.display(),
                 missing.soname,
                 searched.join(", ")
             ),
-            format!(
+            hint: format!(
                 "Bundle \"{}\" in the image's lib/ or system/ directory, or install it on the server.",
                 missing.soname
             ),
-        );
+        });
     }
     for file in &plan.load_order {
-        if let Some(why) = distrusted(file) {
-            refuse_untrusted(name, file, &why);
-        }
+        trusted(file)?;
     }
     for library in &plan.load_order {
         // SAFETY: loading a shared library runs its initialisers; these are the dependencies
         // of a module PostgreSQL is about to load anyway, which would run them too, and every
         // one is a trusted file of an image (checked above).
-        match unsafe {
+        let opened = unsafe {
             libloading::os::unix::Library::open(
                 Some(library),
                 libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
             )
-        } {
+        };
+        match opened {
             // Kept loaded for the life of the process, like PostgreSQL's own modules.
             Ok(handle) => std::mem::forget(handle),
-            Err(e) => report(
-                PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
-                format!("could not load library \"{name}\": a library it needs could not be loaded"),
-                format!("\"{}\": {e}", library.display()),
-                "Check that the image's bundled libraries are built for this server's system.".into(),
-            ),
+            Err(e) => {
+                return Err(Refusal {
+                    code: PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
+                    message: format!("could not load library \"{name}\": a library it needs could not be loaded"),
+                    detail: format!("\"{}\": {e}", library.display()),
+                    hint: "Check that the image's bundled libraries are built for this server's system.".into(),
+                });
+            }
         }
     }
     mark_prepared(name, loader);
-}
-
-fn refuse_untrusted(name: &str, file: &Path, why: &str) {
-    report(
-        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        format!("library \"{name}\" is not trusted"),
-        format!("\"{}\": {why}", file.display()),
-        "Fix the file's owner or mode, or set extension_search_path.trusted_files_only = off (server-wide).".into(),
-    );
-}
-
-/// Raises an ERROR of ours; `detail` names files and directories, so it is shown only to roles
-/// that may see server paths.
-fn report(code: PgSqlErrorCode, message: String, detail: String, hint: String) {
-    let mut error = ErrorReport::new(code, message, "prepare").set_hint(hint);
-    if crate::roles::may_see_paths() {
-        error = error.set_detail(detail);
-    }
-    error.report(PgLogLevel::ERROR);
+    Ok(())
 }
 
 /// The canonical path of the file PostgreSQL's `loader` will open for `name`, when it is a
@@ -180,16 +199,22 @@ pub fn load_target(filename: &str) -> Option<PathBuf> {
     locate(filename, Loader::Function)
 }
 
-/// At server start, in the postmaster: prepare every library named in
-/// shared_preload_libraries (PostgreSQL loads them right after us, in list order, by the same
-/// dynamic_library_path) and session_preload_libraries, so their bundled libraries are loaded
-/// and every backend inherits them.
+/// At server start, in the postmaster: prepare every library named in shared_preload_libraries
+/// (PostgreSQL loads them right after us, in list order, by the same dynamic_library_path) and
+/// session_preload_libraries, so their bundled libraries are loaded and every backend inherits
+/// them. A library of the shared list we refuse stops the start, as its load would; one of the
+/// session list is only logged: PostgreSQL loads those in each new backend, where a failure
+/// refuses that connection, not the server.
 pub fn prepare_preload_lists() {
-    for setting in [c"shared_preload_libraries", c"session_preload_libraries"] {
+    for (setting, level) in
+        [(c"shared_preload_libraries", PgLogLevel::ERROR), (c"session_preload_libraries", PgLogLevel::WARNING)]
+    {
         let value = crate::gucs::current(setting);
         for name in value.split(',').map(|n| n.trim().trim_matches('"')) {
             if !name.is_empty() && name != "extension_search_path" && !name.ends_with("/extension_search_path") {
-                prepare(name, Loader::File);
+                if let Err(refusal) = try_prepare(name, Loader::File) {
+                    refusal.report(level);
+                }
             }
         }
     }

@@ -51,7 +51,7 @@ pub fn init() {
         }
     }
     let value = crate::gucs::path();
-    record_server_path(&value);
+    record_server_settings(&value, crate::gucs::trust_policy().enforce);
     // Read every control file once now, in the postmaster: backends inherit what the SQL
     // functions report instead of reading N files each.
     refresh(&locations.server, &value, PgLogLevel::WARNING, Refresh::Full).details();
@@ -61,7 +61,7 @@ pub fn init() {
 /// postmaster's assign hook, so it never raises an error.
 pub fn refresh_server_catalog_after_reload(value: &str) {
     if let Some(locations) = LOCATIONS.get() {
-        record_server_path(value);
+        record_server_settings(value, crate::gucs::trust_policy().enforce);
         // Every SIGHUP comes here, changed or not: rebuild only when the value or the
         // prefixes' entries changed (rescan() rebuilds on demand).
         refresh(&locations.server, value, PgLogLevel::WARNING, Refresh::IfChanged).details();
@@ -70,55 +70,61 @@ pub fn refresh_server_catalog_after_reload(value: &str) {
     }
 }
 
-/// The server-wide path as the postmaster last set it (a static backends inherit at fork).
-static SERVER_PATH: Mutex<Option<String>> = Mutex::new(None);
+/// The server-wide path and trust setting as the postmaster last set them (a static backends
+/// inherit at fork).
+static SERVER_SETTINGS: Mutex<Option<(bool, String)>> = Mutex::new(None);
 
-/// Where the postmaster records the server-wide path for backends forked before its last
-/// reload (their inherited static is older).
-fn server_path_file() -> PathBuf {
-    locations().root.join("server-path")
+/// Where the postmaster records them for backends forked before its last reload (their
+/// inherited static is older): `on` or `off`, a newline, the path.
+fn server_settings_file() -> PathBuf {
+    locations().root.join("server-settings")
 }
 
-/// In the postmaster: the value of extension_search_path.path that its configuration (file,
-/// ALTER SYSTEM, command line) sets, the only value that shapes the server catalog. Written
-/// atomically; if it cannot be written, backends go by the value they inherited.
-fn record_server_path(value: &str) {
-    *SERVER_PATH.lock().unwrap_or_else(|e| e.into_inner()) = Some(value.to_string());
-    let file = server_path_file();
-    let tmp = file.with_file_name(format!(".server-path.{}", std::process::id()));
+/// In the postmaster: the value of extension_search_path.path and of trusted_files_only that
+/// its configuration (file, ALTER SYSTEM, command line) sets, the only values that shape the
+/// server catalog. Written atomically; a backend syncs the server catalog only for exactly
+/// these (see [`refresh_with`]).
+fn record_server_settings(value: &str, enforce: bool) {
+    *SERVER_SETTINGS.lock().unwrap_or_else(|e| e.into_inner()) = Some((enforce, value.to_string()));
+    let file = server_settings_file();
+    let tmp = file.with_file_name(format!(".server-settings.tmp-{}", std::process::id()));
+    let text = format!("{}\n{value}", if enforce { "on" } else { "off" });
     let written = fs::create_dir_all(&locations().root)
-        .and_then(|()| fs::write(&tmp, value))
+        .and_then(|()| fs::write(&tmp, text))
         .and_then(|()| fs::rename(&tmp, &file));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
+        // Better no record than a stale one: backends then go by what they inherited.
+        let _ = fs::remove_file(&file);
         crate::messages::warn(
             PgLogLevel::WARNING,
-            format!("extension_search_path: could not record the server-wide path in \"{}\": {e}", file.display()),
+            format!("extension_search_path: could not record the server-wide settings in \"{}\": {e}", file.display()),
         );
     }
 }
 
-/// The server-wide value of extension_search_path.path: what the postmaster's configuration
-/// set — never a per-role, per-database or connection value, which only this session uses.
-pub fn server_path() -> String {
+/// The server-wide trust setting and value of extension_search_path.path: what the
+/// postmaster's configuration set — never a per-role, per-database or connection value, which
+/// only this session uses.
+fn server_settings() -> (bool, String) {
     // SAFETY: a plain global, false only in the postmaster (and single-user mode).
     let in_postmaster = !unsafe { pg_sys::IsUnderPostmaster };
-    let inherited = || SERVER_PATH.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    if in_postmaster {
-        return inherited().unwrap_or_else(crate::gucs::path);
-    }
-    esp_resolver::safe_fs::read_regular(&server_path_file(), 64 * 1024)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .or_else(inherited)
-        .unwrap_or_else(crate::gucs::path)
+    let inherited = || SERVER_SETTINGS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let recorded = || {
+        let bytes = esp_resolver::safe_fs::read_regular(&server_settings_file(), 64 * 1024).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (enforce, value) = text.split_once('\n')?;
+        Some((enforce == "on", value.to_string()))
+    };
+    let found = if in_postmaster { inherited() } else { recorded().or_else(inherited) };
+    found.unwrap_or_else(|| (crate::gucs::trust_policy().enforce, crate::gucs::path()))
 }
 
 /// The catalog for a path value: the server's, or one of its own for any other value (SET,
 /// ALTER ROLE/DATABASE … SET, connection options).
 pub fn catalog_for(value: &str) -> Catalog {
     let locations = locations();
-    if value == server_path() {
+    if value == server_settings().1 {
         locations.server.clone()
     } else {
         Catalog::new(locations.root.join(format!("session-{}", key(value))))
@@ -133,7 +139,7 @@ pub fn refresh_session(how: Refresh, loud: bool) -> Arc<Index> {
     let path = crate::gucs::path();
     let catalog = catalog_for(&path);
     // Problems name paths: clients see them only when they may see paths.
-    let own = loud || catalog != locations().server;
+    let own = loud || catalog.root() != locations().server.root();
     let level = if own && crate::roles::may_see_paths() { PgLogLevel::WARNING } else { PgLogLevel::LOG_SERVER_ONLY };
     hold_session_catalog(&catalog);
     let index = refresh(&catalog, &path, level, how);
@@ -147,7 +153,7 @@ static SESSION_HOLD: Mutex<Option<esp_resolver::catalog::InUse>> = Mutex::new(No
 
 fn hold_session_catalog(catalog: &Catalog) {
     let mut hold = SESSION_HOLD.lock().unwrap_or_else(|e| e.into_inner());
-    if *catalog == locations().server {
+    if catalog.root() == locations().server.root() {
         *hold = None;
     } else if hold.as_ref().is_none_or(|h| h.root != catalog.root()) {
         // If the claim cannot be taken, the catalog still works; it may only be collected early
@@ -207,6 +213,7 @@ pub fn refresh(catalog: &Catalog, value: &str, level: PgLogLevel, how: Refresh) 
 /// is stored): rebuild the server catalog under the new policy.
 pub fn refresh_server_catalog_for_trust(enforce: bool) {
     if let Some(locations) = LOCATIONS.get() {
+        record_server_settings(&crate::gucs::path(), enforce);
         let policy = esp_resolver::safe_fs::TrustPolicy::for_this_process(enforce);
         refresh_with(&locations.server, &crate::gucs::path(), PgLogLevel::WARNING, Refresh::Full, policy);
     }
@@ -245,9 +252,19 @@ fn refresh_with(
     let force = how == Refresh::Full;
     // The postmaster never waits for a backend's sync: if one holds the catalog, it tries again
     // at the next reload (and backends sync what they need before CREATE, ALTER and LOAD).
-    let synced = if in_postmaster { catalog.try_sync(&index, force) } else { catalog.sync(&index, force).map(Some) };
+    // A backend writes the server catalog only for the settings the postmaster recorded, checked
+    // under the catalog's lock: one that built its index before a reload changed the path or
+    // the trust setting must not undo the postmaster's sync.
+    let server = catalog.root() == locations().server.root();
+    let still_wanted = || !server || server_settings() == (policy.enforce, value.to_string());
+    let synced = if in_postmaster {
+        catalog.try_sync(&index, force)
+    } else {
+        catalog.sync_if(&index, force, &still_wanted).map(Some)
+    };
     let mut complete = true;
     match synced {
+        Ok(Some(report)) if report.stale => complete = false,
         Ok(Some(report)) => {
             for problem in &report.problems {
                 crate::messages::warn(level, format!("extension_search_path: {problem}"));

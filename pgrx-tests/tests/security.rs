@@ -218,11 +218,16 @@ fn what_postgres_would_refuse_or_anyone_could_replace_is_left_out_and_named() {
     fs::create_dir_all(&loose).unwrap();
     fs::write(loose.join("esp_loose--1.0.sql"), "SELECT 1;\n").unwrap();
     rfc(&p, "esp_foreign", "default_version = '1.0'\n");
+    // an image reached through a link into a directory anyone can write (and so swap)
+    let open = dir.path().join("open");
+    rfc(&open, "esp_linked", "default_version = '1.0'\n");
+    std::os::unix::fs::symlink(open.join("esp_linked"), p.join("esp_linked")).unwrap();
     rfc(&gw, "esp_shared", "default_version = '1.0'\n");
     run_chmod_readable(dir.path());
     fs::set_permissions(&loose, fs::Permissions::from_mode(0o777)).unwrap();
     fs::set_permissions(loose.join("esp_loose--1.0.sql"), fs::Permissions::from_mode(0o666)).unwrap();
     fs::set_permissions(&gw, fs::Permissions::from_mode(0o775)).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
     let foreign = p.join("esp_foreign/esp_foreign.control");
     let chown = std::process::Command::new("chown").arg("nobody").arg(&foreign).status().unwrap();
     assert!(chown.success());
@@ -234,7 +239,7 @@ fn what_postgres_would_refuse_or_anyone_could_replace_is_left_out_and_named() {
     assert_eq!(available, "esp_good");
     s.sql("SELECT count(*) FROM pg_available_extension_versions");
     s.sql("CREATE EXTENSION esp_good");
-    for name in ["esp_capital", "esp_unquoted", "esp_nowhere", "esp_loose", "esp_foreign", "esp_shared"] {
+    for name in ["esp_capital", "esp_unquoted", "esp_nowhere", "esp_loose", "esp_foreign", "esp_shared", "esp_linked"] {
         let err = s.sql_err(&format!("CREATE EXTENSION {name}"));
         assert!(err.contains(&format!("extension \"{name}\" is not available")), "{err}");
     }
@@ -250,10 +255,60 @@ fn what_postgres_would_refuse_or_anyone_could_replace_is_left_out_and_named() {
         format!("not trusted, left out: \"{}\" is writable by group or others", loose.display()),
         format!("error: \"{0}\": not trusted, left out: \"{0}\" is owned by uid 65534", foreign.display()),
         format!("not trusted, left out: \"{}\" is writable by group or others", gw.display()),
+        format!("not trusted, left out: \"{}\" is writable by group or others", open.display()),
     ] {
         assert!(found.contains(&needle), "check() lacks {needle:?}:\n{found}");
     }
     let log = s.log();
     assert!(log.contains(&format!("{}: not trusted, left out", foreign.display())), "{log}");
     s.assert_no_crash();
+}
+
+#[test]
+fn a_backend_older_than_a_reload_never_undoes_it() {
+    let dir = tempdir();
+    let p = dir.path().join("ext");
+    // an extension whose script is owned by another user: served only with trust off
+    fs::create_dir_all(p.join("esp_foreign/sql")).unwrap();
+    fs::write(p.join("esp_foreign/esp_foreign.control"), "default_version = '1.0'\n").unwrap();
+    fs::write(p.join("esp_foreign/sql/esp_foreign--1.0.sql"), "SELECT 1;\n").unwrap();
+    run_chmod_readable(dir.path());
+    let script = p.join("esp_foreign/sql/esp_foreign--1.0.sql");
+    assert!(std::process::Command::new("chown").arg("nobody").arg(&script).status().unwrap().success());
+    let s = Server::with_path(&format!("$system:{}", p.display()), &["extension_search_path.trusted_files_only = off"]);
+    let available = "SELECT count(*) FROM pg_available_extensions WHERE name = 'esp_foreign'";
+    assert_eq!(s.sql(available), "1");
+    std::thread::scope(|scope| {
+        // a backend that will refresh after the reload, with the settings it started with
+        let old =
+            scope.spawn(|| s.sql("DO $$ BEGIN PERFORM pg_sleep(3); EXECUTE 'ALTER EXTENSION plpgsql UPDATE'; END $$"));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        fs::create_dir(p.join("esp_new")).unwrap(); // its cached index is now out of date
+        s.sql("ALTER SYSTEM SET extension_search_path.trusted_files_only = on");
+        s.reload_until("extension_search_path.trusted_files_only", "on");
+        assert_eq!(s.sql(available), "0", "the postmaster left the untrusted extension out");
+        old.join().unwrap();
+    });
+    assert_eq!(s.sql(available), "0", "the old backend put it back");
+    assert!(s.sql_err("CREATE EXTENSION esp_foreign").contains("is not available"));
+    s.assert_no_crash();
+}
+
+#[test]
+fn a_session_preload_entry_we_refuse_never_stops_the_server() {
+    let dir = tempdir();
+    let prefix = dir.path().join("extensions");
+    let marks = marks_dir(dir.path());
+    marking_image(&prefix, &marks);
+    fs::remove_file(prefix.join("esp_mark/lib/libesp_mark.so.1")).unwrap();
+    let mut s = Server::new(&[
+        "shared_preload_libraries = 'extension_search_path'",
+        &format!("extension_search_path.path = '$system:{}'", prefix.display()),
+        "session_preload_libraries = 'esp_mark'",
+    ]);
+    s.try_start().unwrap_or_else(|e| panic!("the server did not start: {e}\n{}", s.log()));
+    assert!(s.log().contains("required library \"libesp_mark.so.1\" was not found"), "{}", s.log());
+    // connections fail as they would without us: the backend cannot load the module
+    let err = s.try_sql("SELECT 1").unwrap_err();
+    assert!(err.contains("libesp_mark.so.1"), "{err}");
 }

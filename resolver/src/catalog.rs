@@ -48,6 +48,8 @@ pub struct SyncReport {
     pub problems: Vec<Problem>,
     /// Nothing was done: the catalog already served this state (synced by another process).
     pub unchanged: bool,
+    /// Nothing was done: the index is no longer what the catalog must serve.
+    pub stale: bool,
 }
 
 impl Catalog {
@@ -84,16 +86,29 @@ impl Catalog {
     /// process's sync to finish first. `force` rewrites what the catalog says it already holds
     /// (files may have changed inside the images without any prefix changing).
     pub fn sync(&self, index: &Index, force: bool) -> io::Result<SyncReport> {
-        self.sync_locking(index, force, true).map(|r| r.unwrap_or_default())
+        self.sync_if(index, force, &|| true)
     }
 
-    /// [`Catalog::sync`] that never waits: `None` when another process holds the catalog (the
-    /// postmaster must never block on a backend).
+    /// [`Catalog::sync`], if `still_wanted()` — asked once the catalog is locked — says `index`
+    /// is still what this catalog must serve; else nothing is written and the report says
+    /// `stale` (a backend that built its index before a reload must not undo it).
+    pub fn sync_if(&self, index: &Index, force: bool, still_wanted: &dyn Fn() -> bool) -> io::Result<SyncReport> {
+        self.sync_locking(index, force, true, still_wanted).map(|r| r.unwrap_or_default())
+    }
+
+    /// [`Catalog::sync_if`] that never waits: `None` when another process holds the catalog
+    /// (the postmaster must never block on a backend).
     pub fn try_sync(&self, index: &Index, force: bool) -> io::Result<Option<SyncReport>> {
-        self.sync_locking(index, force, false)
+        self.sync_locking(index, force, false, &|| true)
     }
 
-    fn sync_locking(&self, index: &Index, force: bool, wait: bool) -> io::Result<Option<SyncReport>> {
+    fn sync_locking(
+        &self,
+        index: &Index,
+        force: bool,
+        wait: bool,
+        still_wanted: &dyn Fn() -> bool,
+    ) -> io::Result<Option<SyncReport>> {
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true).mode(0o700);
         builder.create(self.control_dir())?;
@@ -107,6 +122,9 @@ impl Catalog {
                 Err(fs::TryLockError::WouldBlock) => return Ok(None),
                 Err(fs::TryLockError::Error(e)) => return Err(e),
             }
+        }
+        if !still_wanted() {
+            return Ok(Some(SyncReport { stale: true, ..SyncReport::default() }));
         }
         // What the catalog was last synced from: when another process just synced the same
         // state (many backends after one change), there is nothing to write.
@@ -132,7 +150,7 @@ impl Catalog {
         for copy in index.winners().filter(|c| c.layout != Layout::System) {
             match usable(copy, &self.trust) {
                 Ok(text) => {
-                    controls.insert(format!("{}.control", copy.name).into(), text.into_bytes());
+                    controls.insert(format!("{}.control", copy.name).into(), text);
                 }
                 Err(message) => {
                     report.problems.push(Problem { subject: copy.control_file.display().to_string(), message })
@@ -240,7 +258,7 @@ fn stamp(index: &Index, trust: &TrustPolicy) -> String {
 /// the control file PostgreSQL would accept (see [`crate::control`]), its script directory
 /// usable, and — when `policy` enforces trust — the control file, the script directory and every
 /// script and secondary control file of the extension trusted from the prefix down.
-pub fn usable(copy: &ExtensionCopy, policy: &TrustPolicy) -> Result<String, String> {
+pub fn usable(copy: &ExtensionCopy, policy: &TrustPolicy) -> Result<Vec<u8>, String> {
     let top = copy.prefix.as_deref().unwrap_or(copy.dir.as_path());
     let distrust = |path: &Path| {
         policy
@@ -252,32 +270,46 @@ pub fn usable(copy: &ExtensionCopy, policy: &TrustPolicy) -> Result<String, Stri
     if let Some(why) = distrust(&copy.control_file) {
         return Err(why);
     }
-    let mut text = crate::safe_fs::read_text(&copy.control_file)
+    let mut text = crate::safe_fs::read_regular(&copy.control_file, crate::safe_fs::MAX_TEXT_FILE)
         .map_err(|e| format!("control file cannot be used: could not read it: {e}"))?;
-    let control = ControlFile::parse(&text)
+    let control = ControlFile::parse_bytes(&text)
         .and_then(|c| c.validate(false).map(|()| c))
         .map_err(|e| format!("control file cannot be used: {e}"))?;
     let scripts = copy.script_directory(&control);
-    check_script_directory(&copy.name, &scripts)?;
-    // The script directory and every script and secondary control file of this extension.
+    // The directory is trusted before anything in it is read.
+    if scripts.is_dir()
+        && let Some(why) = distrust(&scripts)
+    {
+        return Err(why);
+    }
+    check_script_directory(&copy.name, &scripts, &control)?;
+    // Every script and secondary control file of this extension.
     let prefix = format!("{}--", copy.name);
     let files = fs::read_dir(&scripts).into_iter().flatten().flatten().take(crate::safe_fs::MAX_DIR_ENTRIES);
     let own = files.filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix))).map(|e| e.path());
-    for path in std::iter::once(scripts.clone()).chain(own) {
+    for path in own {
         if let Some(why) = distrust(&path) {
             return Err(why);
         }
     }
-    let scripts = scripts.to_str().ok_or("script directory is not valid UTF-8")?;
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
+    let scripts_text = scripts.to_str().ok_or("script directory is not valid UTF-8")?;
+    if !text.is_empty() && !text.ends_with(b"\n") {
+        text.push(b'\n');
     }
-    text.push_str(&format!(
-        "# added by extension_search_path: the scripts of {} ({})\ndirectory = {}\n",
-        copy.name,
-        copy.layout.as_str(),
-        quote(scripts)
-    ));
+    text.extend_from_slice(
+        format!(
+            "# added by extension_search_path: the scripts of {} ({})\ndirectory = {}\n",
+            copy.name,
+            copy.layout.as_str(),
+            quote(scripts_text)
+        )
+        .as_bytes(),
+    );
+    // What PostgreSQL will read: it must parse, and name the directory meant.
+    let generated = ControlFile::parse_bytes(&text).map_err(|e| format!("generated control file: {e}"))?;
+    if generated.get("directory") != Some(scripts_text) {
+        return Err("generated control file: the script directory does not read back".into());
+    }
     Ok(text)
 }
 
@@ -299,7 +331,7 @@ pub const MAXPGPATH: usize = 1024;
 /// cannot use would make pg_available_extension_versions fail for every extension, so such an
 /// extension is left out of the catalog: the directory must exist, leave room for script file
 /// names within MAXPGPATH, and hold only secondary control files PostgreSQL can read.
-pub fn check_script_directory(name: &str, scripts: &Path) -> Result<(), String> {
+pub fn check_script_directory(name: &str, scripts: &Path, control: &ControlFile) -> Result<(), String> {
     if !scripts.is_dir() {
         return Err(format!("script directory \"{}\" does not exist", scripts.display()));
     }
@@ -311,7 +343,7 @@ pub fn check_script_directory(name: &str, scripts: &Path) -> Result<(), String> 
             MAXPGPATH - 1
         ));
     }
-    crate::control::check_secondary_controls(name, scripts)
+    crate::control::check_secondary_controls(name, scripts, control)
 }
 
 /// A short stable key for a path value, naming a session-specific catalog.

@@ -18,7 +18,18 @@ pub struct ControlFile {
 
 impl ControlFile {
     pub fn parse(text: &str) -> Result<ControlFile, String> {
-        let mut lexer = Lexer { text: text.as_bytes(), pos: 0, line: 1 };
+        ControlFile::parse_bytes(text.as_bytes())
+    }
+
+    /// Reads a control file's bytes (PostgreSQL does not require them to be UTF-8; values that
+    /// are not are kept with replacement characters).
+    pub fn parse_bytes(text: &[u8]) -> Result<ControlFile, String> {
+        // PostgreSQL's reader works on C strings: a NUL byte cuts a token short and trips its
+        // own checks (an assertion, or a value silently truncated).
+        if let Some(at) = text.iter().position(|b| *b == 0) {
+            return Err(format!("a NUL byte at offset {at}, which PostgreSQL cannot read"));
+        }
+        let mut lexer = Lexer { text, pos: 0, line: 1 };
         let mut entries = Vec::new();
         loop {
             let (token, name) = lexer.next();
@@ -119,8 +130,8 @@ impl ControlFile {
     }
 }
 
-/// PostgreSQL's `parse_bool`: a case-insensitive prefix of true, false, yes or no; on or off
-/// in full; 1 or 0. No surrounding spaces.
+/// PostgreSQL's `parse_bool`: a case-insensitive prefix of true, false, yes or no; `on`; `of`
+/// or `off`; 1 or 0. No surrounding spaces.
 pub fn parse_bool(value: &str) -> Option<bool> {
     let v = value.to_ascii_lowercase();
     let prefix_of = |word: &str| !v.is_empty() && word.starts_with(v.as_str());
@@ -129,8 +140,9 @@ pub fn parse_bool(value: &str) -> Option<bool> {
         b'f' if prefix_of("false") => Some(false),
         b'y' if prefix_of("yes") => Some(true),
         b'n' if prefix_of("no") => Some(false),
+        // pg_strncasecmp over max(length, 2) characters: "on", and "of" or "off"
         b'o' if v == "on" => Some(true),
-        b'o' if v == "off" => Some(false),
+        b'o' if v.len() >= 2 && "off".starts_with(v.as_str()) => Some(false),
         b'1' if v.len() == 1 => Some(true),
         b'0' if v.len() == 1 => Some(false),
         _ => None,
@@ -273,18 +285,26 @@ fn truncate_identifier(mut name: String) -> String {
     name
 }
 
-/// Every `<name>--*.control` in `scripts` must be a regular file that PostgreSQL can read.
-pub fn check_secondary_controls(name: &str, scripts: &Path) -> Result<(), String> {
+/// Every `<name>--*.control` in `scripts` must be a regular file that PostgreSQL can read and
+/// accept: on its own (no `directory`, no `default_version`) and, as PostgreSQL reads it, on top
+/// of the primary control file `primary` (`schema` with `relocatable` is checked on the two
+/// together).
+pub fn check_secondary_controls(name: &str, scripts: &Path, primary: &ControlFile) -> Result<(), String> {
     let prefix = format!("{name}--");
     for entry in std::fs::read_dir(scripts).into_iter().flatten().flatten().take(crate::safe_fs::MAX_DIR_ENTRIES) {
         let file = entry.file_name();
         let Some(file) = file.to_str().filter(|f| f.starts_with(&prefix) && f.ends_with(".control")) else { continue };
         let path = entry.path();
-        let text = crate::safe_fs::read_text(&path)
+        let text = crate::safe_fs::read_regular(&path, crate::safe_fs::MAX_TEXT_FILE)
             .map_err(|e| format!("secondary control file \"{}\": {e}", path.display()))?;
-        ControlFile::parse(&text)
-            .and_then(|c| c.validate(true))
+        let secondary = ControlFile::parse_bytes(&text)
+            .and_then(|c| c.validate(true).map(|()| c))
             .map_err(|e| format!("secondary control file \"{}\" ({file}): {e}", path.display()))?;
+        let mut combined = primary.clone();
+        combined.entries.extend(secondary.entries);
+        combined.validate(false).map_err(|e| {
+            format!("secondary control file \"{}\" ({file}), read on top of the primary one: {e}", path.display())
+        })?;
     }
     Ok(())
 }
@@ -504,7 +524,23 @@ fn c_string(bytes: Vec<u8>) -> String {
 
 /// A value written so that [`ControlFile::parse`] (and PostgreSQL) read back exactly `value`.
 pub fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+    let mut out = String::from("'");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            // other control bytes, as the octal escapes PostgreSQL reads
+            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\{:03o}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 #[cfg(test)]
@@ -526,7 +562,18 @@ mod tests {
 
     #[test]
     fn quoting_round_trips() {
-        for v in ["plain", "it's", "back\\slash", "/a b/c", "''", "tab\there"] {
+        for v in [
+            "plain",
+            "it's",
+            "back\\slash",
+            "/a b/c",
+            "''",
+            "tab\there",
+            "new\nline",
+            "cr\rx",
+            "bell\u{7}x",
+            "del\u{7f}",
+        ] {
             let text = format!("directory = {}\n", quote(v));
             assert_eq!(ControlFile::parse(&text).unwrap().get("directory"), Some(v), "{text}");
         }
@@ -571,10 +618,12 @@ mod tests {
         {
             assert_eq!(parse_bool(b), Some(v), "{b}");
         }
-        for (b, v) in [("f", false), ("False", false), ("n", false), ("no", false), ("off", false), ("0", false)] {
+        for (b, v) in
+            [("f", false), ("False", false), ("n", false), ("no", false), ("off", false), ("of", false), ("0", false)]
+        {
             assert_eq!(parse_bool(b), Some(v), "{b}");
         }
-        for b in ["o", "of", "onn", "maybe", "", " true", "true ", "truee", "10", "00"] {
+        for b in ["o", "onn", "offf", "maybe", "", " true", "true ", "truee", "10", "00"] {
             assert!(parse_bool(b).is_none(), "{b:?}");
         }
     }
@@ -599,6 +648,11 @@ mod tests {
         assert!(ok("trusted = ' true'").unwrap_err().contains("requires a Boolean value"));
         assert!(ok("include '/etc/passwd'").unwrap_err().contains("directives are not supported"));
         assert!(ok("INCLUDE_DIR 'x'").unwrap_err().contains("directives are not supported"));
+        assert!(ControlFile::parse_bytes(b"relocatable = 'on\0'").unwrap_err().contains("NUL byte"));
+        // not UTF-8: PostgreSQL reads it, so do we
+        let latin1 = ControlFile::parse_bytes(b"comment = 'caf\xe9'\ndefault_version = '1.0'").unwrap();
+        assert!(latin1.validate(false).is_ok());
+        assert_eq!(latin1.default_version(), Some("1.0"));
     }
 
     #[test]

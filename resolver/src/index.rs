@@ -53,9 +53,9 @@ pub struct ExtensionCopy {
 impl ExtensionCopy {
     /// Reads and parses this copy's control file.
     pub fn read_control(&self) -> Result<crate::control::ControlFile, String> {
-        let text =
-            crate::safe_fs::read_text(&self.control_file).map_err(|e| format!("could not read control file: {e}"))?;
-        crate::control::ControlFile::parse(&text)
+        let text = crate::safe_fs::read_regular(&self.control_file, crate::safe_fs::MAX_TEXT_FILE)
+            .map_err(|e| format!("could not read control file: {e}"))?;
+        crate::control::ControlFile::parse_bytes(&text)
     }
 
     /// Where PostgreSQL will read this copy's scripts from: `directory` from the control file,

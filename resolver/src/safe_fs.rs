@@ -63,22 +63,37 @@ impl TrustPolicy {
         TrustPolicy { enforce, server_uid: unsafe { libc::geteuid() } }
     }
 
-    /// Why `path` is not trusted, if it is not: `path` and every directory from `top` (a
-    /// prefix) down to it must be owned by root or the server's user and not be writable by
-    /// group or others — anyone who can write one of them can replace what the server loads.
-    /// Links are followed (the rule applies to what they point at). When `path` is not under
-    /// `top`, `path` and its directory are checked.
+    /// Why `path` is not trusted, if it is not. Two chains must hold:
+    ///
+    /// * as reached: `path` and every directory from `top` (a prefix) down to it must be owned by
+    ///   root or the server's user and not be writable by group or others — anyone who can write
+    ///   one of them can rename, replace or shadow what the server loads;
+    /// * where it really is (links resolved): the same for the file and every directory from the
+    ///   image or extension directory's real location down; above that, every directory up to
+    ///   `/` must be owned by root or the server's user and be writable by group or others only
+    ///   with the sticky bit (as `/tmp`), so nobody can swap a directory of the chain for theirs.
+    ///
+    /// When `path` is not under `top`, its own directory takes the image's place.
     pub fn distrust_from(&self, top: &Path, path: &Path) -> Option<String> {
-        let mut places: Vec<&Path> = path.ancestors().take_while(|a| a.starts_with(top)).collect();
-        if places.is_empty() {
-            places.push(path);
-            places.extend(path.parent());
-        }
+        let reached: Vec<&Path> = path.ancestors().take_while(|a| a.starts_with(top)).collect();
         // From the top down: the first untrusted place is the one to fix.
-        places.into_iter().rev().find_map(|place| self.distrust_one(place))
+        if let Some(why) = reached.iter().rev().find_map(|place| self.distrust_one(place, false)) {
+            return Some(why);
+        }
+        // The image (or extension) directory: the first component below the prefix.
+        let image = match reached.len() {
+            0 | 1 => path.parent().unwrap_or(path).to_path_buf(),
+            n => reached[n - 2].to_path_buf(),
+        };
+        let (Ok(real), Ok(real_image)) = (fs::canonicalize(path), fs::canonicalize(&image)) else {
+            // Gone or dangling: whoever opens it next fails on that.
+            return None;
+        };
+        let chain: Vec<&Path> = real.ancestors().collect();
+        chain.iter().rev().find_map(|place| self.distrust_one(place, !place.starts_with(&real_image)))
     }
 
-    fn distrust_one(&self, place: &Path) -> Option<String> {
+    fn distrust_one(&self, place: &Path, sticky_ok: bool) -> Option<String> {
         let meta = fs::metadata(place).ok()?;
         if meta.uid() != 0 && meta.uid() != self.server_uid {
             return Some(format!(
@@ -87,7 +102,10 @@ impl TrustPolicy {
                 meta.uid()
             ));
         }
-        (meta.mode() & 0o022 != 0).then(|| format!("\"{}\" is writable by group or others", place.display()))
+        let writable = meta.mode() & 0o022 != 0;
+        let sticky_dir = meta.is_dir() && meta.mode() & 0o1000 != 0;
+        (writable && !(sticky_ok && sticky_dir))
+            .then(|| format!("\"{}\" is writable by group or others", place.display()))
     }
 }
 
@@ -158,9 +176,42 @@ mod tests {
         fs::set_permissions(&prefix, fs::Permissions::from_mode(0o775)).unwrap();
         let why = policy.distrust_from(&prefix, &file).unwrap();
         assert_eq!(why, format!("\"{}\" is writable by group or others", prefix.display()));
-        // above the prefix is not the prefix's business (/tmp is world-writable)
+        // above the prefix, a sticky world-writable directory (/tmp) is fine, a plain one is not
         fs::set_permissions(&prefix, fs::Permissions::from_mode(0o755)).unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
         assert_eq!(policy.distrust_from(&prefix, &file), None);
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(policy.distrust_from(&prefix, &file).unwrap().contains("writable by group or others"));
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    #[test]
+    fn trust_follows_links_to_where_files_really_are() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let prefix = dir.path().join("prefix");
+        let outside = dir.path().join("outside");
+        let target = outside.join("img");
+        fs::create_dir_all(target.join("lib")).unwrap();
+        fs::create_dir_all(&prefix).unwrap();
+        fs::write(target.join("lib/x.so"), "").unwrap();
+        for d in [&prefix, &outside, &target, &target.join("lib")] {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::os::unix::fs::symlink(&target, prefix.join("img")).unwrap();
+        let file = prefix.join("img/lib/x.so");
+        // SAFETY: geteuid has no preconditions.
+        let policy = TrustPolicy { enforce: true, server_uid: unsafe { libc::geteuid() } };
+        assert_eq!(policy.distrust_from(&prefix, &file), None);
+        // whoever can write the directory holding the link's target can swap the image
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o777)).unwrap();
+        let why = policy.distrust_from(&prefix, &file).unwrap();
+        assert_eq!(why, format!("\"{}\" is writable by group or others", outside.display()));
+        // with the sticky bit nobody can rename what is not theirs
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(policy.distrust_from(&prefix, &file), None);
+        // but inside the image, sticky or not, nobody else may add files
+        fs::set_permissions(target.join("lib"), fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(policy.distrust_from(&prefix, &file).unwrap().contains("lib\" is writable"));
     }
 }

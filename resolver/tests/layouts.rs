@@ -254,7 +254,10 @@ fn control_directory_settings_are_honoured() {
     t.file("ext/lost/share/extension/lost.control", "directory = 'gone'");
     t.file("opt/abs/abs--1.sql", "");
     let index = t.index("@/ext");
-    let generated_control = |name: &str| usable(index.resolve(name).unwrap(), &TrustPolicy::for_this_process(false));
+    let generated_control = |name: &str| {
+        usable(index.resolve(name).unwrap(), &TrustPolicy::for_this_process(false))
+            .map(|bytes| String::from_utf8(bytes).unwrap())
+    };
     let rel = generated_control("rel").unwrap();
     let rel = ControlFile::parse(&rel).unwrap();
     assert_eq!(rel.get("directory"), Some(t.p("ext/rel/share/rel-scripts").to_str().unwrap()));
@@ -440,4 +443,26 @@ fn unused_session_catalogs_are_collected_never_one_in_use() {
     let again = used.hold().unwrap();
     assert_eq!(esp_resolver::catalog::collect_unused(&t.p("root"), "session-"), 0);
     assert!(again.root.join(".inuse").exists());
+}
+
+#[test]
+fn secondary_control_files_are_read_on_top_of_the_primary() {
+    let t = Tree::new();
+    t.file("ext/sx/sx.control", "default_version = '1.0'\nschema = s\n");
+    t.file("ext/sx/sql/sx--1.0.sql", "");
+    t.file("ext/sx/sql/sx--1.0.control", "relocatable = true\n");
+    let index = t.index("@/ext");
+    let err = usable(index.resolve("sx").unwrap(), &TrustPolicy::for_this_process(false)).unwrap_err();
+    assert!(err.contains("read on top of the primary one") && err.contains("\"schema\" cannot be specified"), "{err}");
+}
+
+#[test]
+fn odd_directory_names_are_written_so_postgres_reads_them_back() {
+    let t = Tree::new();
+    t.file("ext/img\nnl/share/extension/nlx.control", "default_version = '1.0'\n");
+    t.file("ext/img\nnl/share/extension/nlx--1.0.sql", "");
+    let index = t.index("@/ext");
+    let text = usable(index.resolve("nlx").unwrap(), &TrustPolicy::for_this_process(false)).unwrap();
+    let control = ControlFile::parse_bytes(&text).unwrap();
+    assert_eq!(control.get("directory"), Some(t.p("ext/img\nnl/share/extension").to_str().unwrap()));
 }
