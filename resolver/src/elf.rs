@@ -259,6 +259,15 @@ fn magic_major(bytes: &[u8], little_endian: bool) -> Option<u32> {
 mod tests {
     use super::*;
 
+    /// libc is on every machine this runs on; its soname is stable.
+    fn libc() -> &'static Path {
+        ["/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/usr/lib64/libc.so.6"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .expect("a libc.so.6")
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for bytes in [&b""[..], b"\x7fELF", b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0garbage", &[0xff; 64]] {
@@ -268,12 +277,7 @@ mod tests {
 
     #[test]
     fn reads_a_real_system_library() {
-        // libc is on every machine this runs on; its soname is stable.
-        let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/usr/lib64/libc.so.6"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.exists())
-            .expect("a libc.so.6");
+        let libc = libc();
         let info = read_elf(libc).unwrap();
         assert_eq!(info.soname.as_deref(), Some("libc.so.6"));
         assert!(info.is_64);
@@ -281,11 +285,7 @@ mod tests {
 
     #[test]
     fn reading_a_file_and_parsing_its_bytes_agree() {
-        let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/usr/lib64/libc.so.6"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.exists())
-            .expect("a libc.so.6");
+        let libc = libc();
         let bytes = std::fs::read(libc).unwrap();
         assert_eq!(read_elf(libc).unwrap(), parse_elf(&bytes).unwrap());
         assert_eq!(read_dynamic(libc).unwrap(), parse_elf(&bytes).unwrap());
@@ -294,11 +294,7 @@ mod tests {
 
     #[test]
     fn damage_reaches_the_reader_s_own_checks() {
-        let libc = ["/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/usr/lib64/libc.so.6"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.exists())
-            .expect("a libc.so.6");
+        let libc = libc();
         let bytes = std::fs::read(libc).unwrap();
         // cut after the headers: the dynamic segment is past the end
         let err = parse_elf(&bytes[..8192]).unwrap_err();
