@@ -169,6 +169,9 @@ pub enum Refresh {
     Full,
     /// Reuse the cached index and skip the sync when no prefix gained or lost an image since.
     IfChanged,
+    /// A full refresh of the server catalog for the postmaster's settings, by a backend whose
+    /// own sync a reload overtook.
+    Overtaken,
 }
 
 /// The last index this process built and synced a catalog from, with the path value and trust
@@ -249,7 +252,7 @@ fn refresh_with(
     }
     // SAFETY: a plain global, false only in the postmaster.
     let in_postmaster = !unsafe { pg_sys::IsUnderPostmaster };
-    let force = how == Refresh::Full;
+    let force = how != Refresh::IfChanged;
     // The postmaster never waits for a backend's sync: if one holds the catalog, it tries again
     // at the next reload (and backends sync what they need before CREATE, ALTER and LOAD).
     // A backend writes the server catalog only for the settings the postmaster recorded, checked
@@ -263,6 +266,22 @@ fn refresh_with(
         catalog.sync_if(&index, force, &still_wanted).map(Some)
     };
     let mut complete = true;
+    // A reload between our check and the end of our sync: the postmaster found the catalog
+    // locked and left it to us, so we sync it for what the postmaster recorded (once).
+    let overtaken = |synced: &std::io::Result<Option<esp_resolver::SyncReport>>| {
+        !in_postmaster
+            && server
+            && matches!(synced, Ok(Some(r)) if !r.stale && !r.unchanged)
+            && server_settings() != (policy.enforce, value.to_string())
+    };
+    if overtaken(&synced) && how != Refresh::Overtaken {
+        // What we wrote is not remembered as synced: it was the server catalog's, for settings
+        // that are no longer the server's.
+        complete = false;
+        let (enforce, recorded) = server_settings();
+        let policy = esp_resolver::safe_fs::TrustPolicy::for_this_process(enforce);
+        refresh_with(catalog, &recorded, level, Refresh::Overtaken, policy);
+    }
     match synced {
         Ok(Some(report)) if report.stale => complete = false,
         Ok(Some(report)) => {

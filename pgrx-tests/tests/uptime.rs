@@ -107,3 +107,27 @@ fn session_catalogs_go_when_no_session_uses_them() {
     }
     s.assert_no_crash();
 }
+
+#[test]
+fn a_reload_during_a_long_sync_is_not_lost() {
+    let dir = tempdir();
+    let (many, few) = (dir.path().join("many"), dir.path().join("few"));
+    images(&many, 3000);
+    fs::create_dir_all(&few).unwrap();
+    run_chmod_readable(dir.path());
+    let s = Server::with_path(&format!("$system:{}", many.display()), &[]);
+    s.sql("CREATE EXTENSION extension_search_path");
+    let count = "SELECT count(*) FROM pg_available_extensions WHERE name LIKE 'esp_img%'";
+    assert_eq!(s.sql(count), "3000");
+    let new_path = format!("$system:{}", few.display());
+    std::thread::scope(|scope| {
+        // a backend busy syncing the catalog for the old path while the path changes
+        let long = scope.spawn(|| s.sql("SELECT count(*) > 0 FROM extension_search_path.rescan()"));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        s.sql(&format!("ALTER SYSTEM SET extension_search_path.path = '{new_path}'"));
+        s.reload_until("extension_search_path.path", &new_path);
+        long.join().unwrap();
+    });
+    assert_eq!(s.sql(count), "0", "the catalog kept serving the old path after the reload");
+    s.assert_no_crash();
+}

@@ -139,7 +139,7 @@ impl Catalog {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let report = self.sync_locked(index)?;
+        let report = crate::safe_fs::memo::scope(|| self.sync_locked(index))?;
         write_durably(&self.root, OsStr::new(".stamp"), |tmp| fs::write(tmp, &stamp))?;
         Ok(Some(report))
     }

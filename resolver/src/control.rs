@@ -24,11 +24,6 @@ impl ControlFile {
     /// Reads a control file's bytes (PostgreSQL does not require them to be UTF-8; values that
     /// are not are kept with replacement characters).
     pub fn parse_bytes(text: &[u8]) -> Result<ControlFile, String> {
-        // PostgreSQL's reader works on C strings: a NUL byte cuts a token short and trips its
-        // own checks (an assertion, or a value silently truncated).
-        if let Some(at) = text.iter().position(|b| *b == 0) {
-            return Err(format!("a NUL byte at offset {at}, which PostgreSQL cannot read"));
-        }
         let mut lexer = Lexer { text, pos: 0, line: 1 };
         let mut entries = Vec::new();
         loop {
@@ -44,6 +39,15 @@ impl ControlFile {
                 (token, value) = lexer.next();
             }
             let value = match token {
+                // PostgreSQL's reader works on C strings: a NUL byte inside a quoted value trips
+                // its own checks (an assertion, or a value silently cut short). (Elsewhere a NUL
+                // is a syntax error, or in a comment, ignored, as in PostgreSQL.)
+                Token::String if value.contains(&0) => {
+                    return Err(format!(
+                        "line {}: a NUL byte in a quoted value, which PostgreSQL cannot read",
+                        lexer.line
+                    ));
+                }
                 Token::String => deescape(&value),
                 Token::Id | Token::Integer | Token::Real | Token::UnquotedString => value,
                 _ => return Err(lexer.syntax_error(token, &value)),
@@ -649,6 +653,10 @@ mod tests {
         assert!(ok("include '/etc/passwd'").unwrap_err().contains("directives are not supported"));
         assert!(ok("INCLUDE_DIR 'x'").unwrap_err().contains("directives are not supported"));
         assert!(ControlFile::parse_bytes(b"relocatable = 'on\0'").unwrap_err().contains("NUL byte"));
+        assert!(ControlFile::parse_bytes(b"relocatable = on\0").is_err(), "a syntax error, as in PostgreSQL");
+        let commented =
+            ControlFile::parse_bytes(b"default_version = '1.0'\n# a \0 here\nrelocatable = true\n").unwrap();
+        assert!(commented.validate(false).is_ok(), "a NUL in a comment is ignored, as in PostgreSQL");
         // not UTF-8: PostgreSQL reads it, so do we
         let latin1 = ControlFile::parse_bytes(b"comment = 'caf\xe9'\ndefault_version = '1.0'").unwrap();
         assert!(latin1.validate(false).is_ok());

@@ -235,6 +235,10 @@ pub struct Finding {
 
 /// Everything worth a DBA's attention along the path, most severe first.
 pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32, policy: &TrustPolicy) -> Vec<Finding> {
+    crate::safe_fs::memo::scope(|| check_in_scope(index, libraries, server_major, policy))
+}
+
+fn check_in_scope(index: &Index, libraries: &[LibraryReport], server_major: u32, policy: &TrustPolicy) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut add = |severity, image: Option<&Path>, extension: Option<&str>, message: String, hint: &str| {
         findings.push(Finding {

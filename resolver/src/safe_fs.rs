@@ -7,7 +7,7 @@
 //! * Trust: a file the server reads code or scripts from must be owned by root or by the
 //!   server's user and not be writable by group or others; nor may its directory.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -63,15 +63,16 @@ impl TrustPolicy {
         TrustPolicy { enforce, server_uid: unsafe { libc::geteuid() } }
     }
 
-    /// Why `path` is not trusted, if it is not. Two chains must hold:
+    /// Why `path` is not trusted, if it is not.
     ///
-    /// * as reached: `path` and every directory from `top` (a prefix) down to it must be owned by
+    /// * As reached: `path` and every directory from `top` (a prefix) down to it must be owned by
     ///   root or the server's user and not be writable by group or others — anyone who can write
-    ///   one of them can rename, replace or shadow what the server loads;
-    /// * where it really is (links resolved): the same for the file and every directory from the
-    ///   image or extension directory's real location down; above that, every directory up to
-    ///   `/` must be owned by root or the server's user and be writable by group or others only
-    ///   with the sticky bit (as `/tmp`), so nobody can swap a directory of the chain for theirs.
+    ///   one of them can rename, replace or shadow what the server loads. (Above the prefix is the
+    ///   operator's business, as it is for PostgreSQL's own directories.)
+    /// * Where it really is, when a link leads out of the prefix: the same for the file and every
+    ///   directory from the linked image's real location down, and above that every directory up
+    ///   to `/` must be owned by root or the server's user and be writable by others only with the
+    ///   sticky bit (as `/tmp`), so nobody can swap a directory of that chain for one of theirs.
     ///
     /// When `path` is not under `top`, its own directory takes the image's place.
     pub fn distrust_from(&self, top: &Path, path: &Path) -> Option<String> {
@@ -85,16 +86,23 @@ impl TrustPolicy {
             0 | 1 => path.parent().unwrap_or(path).to_path_buf(),
             n => reached[n - 2].to_path_buf(),
         };
-        let (Ok(real), Ok(real_image)) = (fs::canonicalize(path), fs::canonicalize(&image)) else {
+        let (Some(real), Some(real_top)) = (memo::canonical(path), memo::canonical(top)) else {
             // Gone or dangling: whoever opens it next fails on that.
             return None;
         };
+        if !reached.is_empty() && real.starts_with(&real_top) {
+            // No link leads out of the prefix: the chain checked above is the real one.
+            return None;
+        }
+        let real_image = memo::canonical(&image)?;
         let chain: Vec<&Path> = real.ancestors().collect();
         chain.iter().rev().find_map(|place| self.distrust_one(place, !place.starts_with(&real_image)))
     }
 
     fn distrust_one(&self, place: &Path, sticky_ok: bool) -> Option<String> {
-        let meta = fs::metadata(place).ok()?;
+        let Some(meta) = memo::metadata(place) else {
+            return Some(format!("\"{}\" cannot be examined", place.display()));
+        };
         if meta.uid() != 0 && meta.uid() != self.server_uid {
             return Some(format!(
                 "\"{}\" is owned by uid {}, neither root nor the server's user",
@@ -109,9 +117,68 @@ impl TrustPolicy {
     }
 }
 
+/// Within [`memo::scope`] (a catalog sync, a `check()`), what trust decisions look up is looked up
+/// once per path: thousands of scripts share a few directories. Outside it nothing is
+/// remembered, so a `chmod` is seen by the next decision.
+pub mod memo {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    #[derive(Default)]
+    struct Memo {
+        metadata: HashMap<PathBuf, Option<fs::Metadata>>,
+        canonical: HashMap<PathBuf, Option<PathBuf>>,
+    }
+
+    thread_local! { static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) }; }
+
+    /// Runs `f` with look-ups remembered; nested scopes share the outer one.
+    pub fn scope<T>(f: impl FnOnce() -> T) -> T {
+        let outer = MEMO.with(|m| m.borrow().is_some());
+        if !outer {
+            MEMO.with(|m| *m.borrow_mut() = Some(Memo::default()));
+        }
+        let result = f();
+        if !outer {
+            MEMO.with(|m| *m.borrow_mut() = None);
+        }
+        result
+    }
+
+    pub(super) fn metadata(path: &Path) -> Option<fs::Metadata> {
+        MEMO.with(|m| match m.borrow_mut().as_mut() {
+            Some(memo) => memo.metadata.entry(path.to_path_buf()).or_insert_with(|| fs::metadata(path).ok()).clone(),
+            None => fs::metadata(path).ok(),
+        })
+    }
+
+    pub(super) fn canonical(path: &Path) -> Option<PathBuf> {
+        let remembered = MEMO.with(|m| m.borrow().as_ref().and_then(|memo| memo.canonical.get(path).cloned()));
+        if let Some(known) = remembered {
+            return known;
+        }
+        // A file that is no link is where its directory really is.
+        let real = match (path.parent(), path.file_name(), fs::symlink_metadata(path)) {
+            (Some(dir), Some(name), Ok(meta)) if !meta.file_type().is_symlink() && !dir.as_os_str().is_empty() => {
+                canonical(dir).map(|d| d.join(name))
+            }
+            _ => fs::canonicalize(path).ok(),
+        };
+        MEMO.with(|m| {
+            if let Some(memo) = m.borrow_mut().as_mut() {
+                memo.canonical.insert(path.to_path_buf(), real.clone());
+            }
+        });
+        real
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -176,12 +243,11 @@ mod tests {
         fs::set_permissions(&prefix, fs::Permissions::from_mode(0o775)).unwrap();
         let why = policy.distrust_from(&prefix, &file).unwrap();
         assert_eq!(why, format!("\"{}\" is writable by group or others", prefix.display()));
-        // above the prefix, a sticky world-writable directory (/tmp) is fine, a plain one is not
+        // above the prefix is the operator's business, as for PostgreSQL's own directories
+        // (a Kubernetes emptyDir, a setgid /usr/local, a user's home)
         fs::set_permissions(&prefix, fs::Permissions::from_mode(0o755)).unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
-        assert_eq!(policy.distrust_from(&prefix, &file), None);
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(policy.distrust_from(&prefix, &file).unwrap().contains("writable by group or others"));
+        assert_eq!(policy.distrust_from(&prefix, &file), None);
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
     }
 
