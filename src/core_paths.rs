@@ -8,22 +8,26 @@
 
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use esp_resolver::Catalog;
+use esp_resolver::catalog::{control_path_element, library_dir};
 use esp_resolver::path::{merge_core_path, retarget_core_path};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::server::locations;
 
-/// One core path setting and the element of a catalog that goes into it.
+/// One core path setting and the element of a catalog generation that goes into it.
 struct CorePath {
     name: &'static CStr,
-    element: fn(&Catalog) -> String,
+    element: fn(&Path) -> String,
 }
 
-const CONTROL: CorePath = CorePath { name: c"extension_control_path", element: |c| display(&c.control_path_element()) };
-const LIBRARY: CorePath = CorePath { name: c"dynamic_library_path", element: |c| display(&c.library_dir()) };
+const CONTROL: CorePath = CorePath { name: c"extension_control_path", element: |g| display(&control_path_element(g)) };
+const LIBRARY: CorePath = CorePath { name: c"dynamic_library_path", element: |g| display(&library_dir(g)) };
+
+/// Our check hooks are in place (set once in the postmaster's _PG_init).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 fn display(p: &Path) -> String {
     p.to_string_lossy().into_owned()
@@ -44,6 +48,7 @@ pub fn init() {
         PREV_CONTROL_CHECK = install(&CONTROL, Some(check_control_path));
         PREV_LIBRARY_CHECK = install(&LIBRARY, Some(check_library_path));
     }
+    INSTALLED.store(true, Ordering::Relaxed);
 }
 
 /// Installs `hook` as the check hook of `core` and re-applies the current value through it.
@@ -125,7 +130,7 @@ unsafe fn merge(core: &CorePath, newval: *mut *mut c_char) -> bool {
             return true;
         }
         let current = CStr::from_ptr(*newval).to_string_lossy().into_owned();
-        let merged = merge_core_path(&current, &(core.element)(&locations().server), &our_root());
+        let merged = merge_core_path(&current, &(core.element)(&crate::server::server_generation()), &our_root());
         if merged == current {
             return true;
         }
@@ -140,16 +145,98 @@ unsafe fn merge(core: &CorePath, newval: *mut *mut c_char) -> bool {
     }
 }
 
-/// Points this session's core settings at `catalog`: nothing to do for the server catalog
-/// unless an earlier statement pointed them at a session catalog. Done with SET semantics
-/// (like the SET of extension_search_path.path that made the session's path differ), so C
-/// functions created from a session path keep resolving in this session; a rolled-back
-/// transaction undoes it together with everything else.
-pub fn point_session_at(catalog: &Catalog) {
+/// Moves the server-wide values of both settings — the reset value and any saved value of the
+/// same origin, and the current value unless this session SET its own — to the server catalog
+/// generation this process now uses. Non-transactional, like a reload applying the
+/// configuration file, and with the values' own source, so `pg_settings` shows them as before.
+pub fn follow_server_generation() {
+    if !INSTALLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let generation = crate::server::server_generation();
+    let root = our_root();
+    for core in [&CONTROL, &LIBRARY] {
+        // SAFETY: find_option returns the core's own record of a string setting (it exists:
+        // init found it), read on the main thread; reset_val is NULL or a NUL-terminated string.
+        let (reset, source) = unsafe {
+            let record = pg_sys::find_option(core.name.as_ptr(), false, true, PgLogLevel::WARNING as i32);
+            if record.is_null() {
+                continue;
+            }
+            let conf = record.cast::<pg_sys::config_string>();
+            if (*conf).reset_val.is_null() {
+                continue;
+            }
+            (CStr::from_ptr((*conf).reset_val).to_string_lossy().into_owned(), (*record).reset_source)
+        };
+        let wanted = retarget_core_path(&reset, &root, &(core.element)(&generation));
+        if wanted == reset {
+            continue;
+        }
+        let Ok(wanted) = CString::new(wanted) else { continue };
+        // SAFETY: plain call into the GUC machinery on the main thread. A source at or below
+        // PGC_S_OVERRIDE makes the value the reset value (and replaces saved values of no higher
+        // origin) without a transaction, as ProcessConfigFile does; our check hook accepts it
+        // unchanged (it names our catalog first). elevel WARNING: a refusal is reported, not
+        // raised.
+        unsafe {
+            pg_sys::set_config_option(
+                core.name.as_ptr(),
+                wanted.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                source,
+                pg_sys::GucAction::GUC_ACTION_SET,
+                true,
+                PgLogLevel::WARNING as i32,
+                false,
+            );
+        }
+    }
+}
+
+/// Every value of both settings this session may still use: the current and reset values and
+/// those saved for the end of a transaction, a SET LOCAL or a function's SET clause.
+pub fn all_values() -> Vec<String> {
+    let mut values = Vec::new();
+    let mut push = |p: *const c_char| {
+        if !p.is_null() {
+            // SAFETY: a NUL-terminated string owned by the GUC machinery, copied at once.
+            values.push(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned());
+        }
+    };
+    for core in [&CONTROL, &LIBRARY] {
+        // SAFETY: the core's own record of a string setting, read on the main thread: its value
+        // and reset value are NULL or NUL-terminated, and every entry of its stack (zeroed when
+        // made) holds string values in the `stringval` member of the union.
+        unsafe {
+            let record = pg_sys::find_option(core.name.as_ptr(), false, true, PgLogLevel::WARNING as i32);
+            if record.is_null() {
+                continue;
+            }
+            let conf = record.cast::<pg_sys::config_string>();
+            push(*(*conf).variable);
+            push((*conf).reset_val);
+            let mut stack = (*record).stack;
+            while !stack.is_null() {
+                push((*stack).prior.val.stringval);
+                push((*stack).masked.val.stringval);
+                stack = (*stack).prev;
+            }
+        }
+    }
+    values
+}
+
+/// Points this session's core settings at the catalog generation `generation`: nothing to do
+/// when they name it already (the server catalog's, after [`follow_server_generation`]). Done
+/// with SET semantics (like the SET of extension_search_path.path that made the session's path
+/// differ), so C functions created from a session path keep resolving in this session; a
+/// rolled-back transaction undoes it together with everything else.
+pub fn point_session_at(generation: &Path) {
     let root = our_root();
     for core in [&CONTROL, &LIBRARY] {
         let current = crate::gucs::current(core.name);
-        let wanted = retarget_core_path(&current, &root, &(core.element)(catalog));
+        let wanted = retarget_core_path(&current, &root, &(core.element)(generation));
         if wanted == current {
             continue;
         }

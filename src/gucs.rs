@@ -116,12 +116,17 @@ unsafe extern "C-unwind" fn assign_trusted_files_only(newval: bool, _extra: *mut
 }
 
 /// In the postmaster, a new server-wide value (start, reload) rebuilds the server catalog at once,
-/// so `pg_available_extensions` and libraries in new backends follow it.
+/// so `pg_available_extensions` and libraries in new backends follow it; a backend applying the
+/// reload moves to the generation the postmaster made.
 #[pg_guard]
 unsafe extern "C-unwind" fn assign_path(newval: *const c_char, _extra: *mut c_void) {
+    if newval.is_null() {
+        return;
+    }
     // SAFETY: IsUnderPostmaster is a plain global, false only in the postmaster (and
     // single-user mode).
-    if unsafe { pg_sys::IsUnderPostmaster } || newval.is_null() {
+    if unsafe { pg_sys::IsUnderPostmaster } {
+        crate::server::adopt_server_generation();
         return;
     }
     // SAFETY: PostgreSQL passes a NUL-terminated string that outlives this call.

@@ -8,7 +8,7 @@
 //! preload lists at server start. Each name is prepared once per process; backends inherit what
 //! the postmaster prepared.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,27 +21,32 @@ use pgrx::prelude::*;
 
 use crate::server::locations;
 
-/// Library names prepared (or found to need nothing) in this process, per loader (they spell
-/// `$libdir/x` differently), under the `dynamic_library_path` they were looked up with (a
-/// session that changes its path starts afresh); inherited by backends from the postmaster. A
-/// static, never dropped: nothing to free at backend exit.
-static PREPARED: Mutex<Option<(String, HashSet<(String, bool)>)>> = Mutex::new(None);
+/// What preparing each library name came to in this process — prepared, found to need nothing,
+/// or refused — per loader (they spell `$libdir/x` differently), under the
+/// `dynamic_library_path` it was looked up with. That value names the catalog generation, so a
+/// change under a prefix, a reload that changes what is served, or a session's own path starts
+/// afresh; until then a refusal is repeated without redoing the work. Inherited by backends
+/// from the postmaster. A static, never dropped: nothing to free at backend exit.
+static PREPARED: Mutex<Option<Prepared>> = Mutex::new(None);
 
-fn prepared(name: &str, loader: Loader) -> bool {
+type Prepared = (String, HashMap<(String, bool), Result<(), Refusal>>);
+
+fn remembered(name: &str, loader: Loader) -> Option<Result<(), Refusal>> {
     let path = crate::gucs::current(c"dynamic_library_path");
     let key = (name.to_string(), loader == Loader::File);
-    PREPARED.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|(p, set)| *p == path && set.contains(&key))
+    let guard = PREPARED.lock().unwrap_or_else(|e| e.into_inner());
+    guard.as_ref().filter(|(p, _)| *p == path).and_then(|(_, outcomes)| outcomes.get(&key).cloned())
 }
 
-fn mark_prepared(name: &str, loader: Loader) {
+fn remember(name: &str, loader: Loader, outcome: &Result<(), Refusal>) {
     let path = crate::gucs::current(c"dynamic_library_path");
     let key = (name.to_string(), loader == Loader::File);
     let mut guard = PREPARED.lock().unwrap_or_else(|e| e.into_inner());
     match guard.as_mut() {
-        Some((p, set)) if *p == path => {
-            set.insert(key);
+        Some((p, outcomes)) if *p == path => {
+            outcomes.insert(key, outcome.clone());
         }
-        _ => *guard = Some((path, HashSet::from([key]))),
+        _ => *guard = Some((path, HashMap::from([(key, outcome.clone())]))),
     }
 }
 
@@ -59,6 +64,7 @@ pub fn prepare(name: &str, loader: Loader) {
 
 /// Why a library of ours cannot be loaded: an error of ours, raised or (at start, for
 /// session_preload_libraries) logged.
+#[derive(Clone)]
 struct Refusal {
     code: PgSqlErrorCode,
     message: String,
@@ -82,11 +88,19 @@ impl Refusal {
 }
 
 fn try_prepare(name: &str, loader: Loader) -> Result<(), Refusal> {
-    if name.is_empty() || prepared(name, loader) {
+    if name.is_empty() {
         return Ok(());
     }
+    if let Some(outcome) = remembered(name, loader) {
+        return outcome;
+    }
+    let outcome = prepare_now(name, loader);
+    remember(name, loader, &outcome);
+    outcome
+}
+
+fn prepare_now(name: &str, loader: Loader) -> Result<(), Refusal> {
     let Some(real) = locate(name, loader) else {
-        mark_prepared(name, loader);
         return Ok(());
     };
     let policy = crate::gucs::trust_policy();
@@ -166,7 +180,6 @@ fn try_prepare(name: &str, loader: Loader) -> Result<(), Refusal> {
             }
         }
     }
-    mark_prepared(name, loader);
     Ok(())
 }
 
@@ -211,10 +224,12 @@ pub fn prepare_preload_lists() {
     {
         let value = crate::gucs::current(setting);
         for name in value.split(',').map(|n| n.trim().trim_matches('"')) {
-            if !name.is_empty() && name != "extension_search_path" && !name.ends_with("/extension_search_path") {
-                if let Err(refusal) = try_prepare(name, Loader::File) {
-                    refusal.report(level);
-                }
+            let ours = name == "extension_search_path" || name.ends_with("/extension_search_path");
+            if !name.is_empty()
+                && !ours
+                && let Err(refusal) = try_prepare(name, Loader::File)
+            {
+                refusal.report(level);
             }
         }
     }

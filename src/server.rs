@@ -5,11 +5,16 @@
 //! server can always write, under `pg_stat_tmp/` (which pg_basebackup and pg_rewind skip):
 //! `$PGDATA/pg_stat_tmp/extension_search_path/server` for the server-wide path and
 //! `…/session-<key>` for any other value a session has. It is derived data: rebuilt at start,
-//! on reload and before every CREATE/ALTER EXTENSION and LOAD.
+//! on reload and before every CREATE/ALTER EXTENSION and LOAD when a prefix changed.
+//!
+//! Each catalog is a series of immutable generations (see `esp_resolver::catalog`). A process
+//! points PostgreSQL's settings at one generation and holds it while they may name it; it moves
+//! to the newest one at the points it cannot be reading: session start, a reload, and before
+//! CREATE/ALTER EXTENSION, LOAD and `rescan()`.
 
 use std::ffi::CStr;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 
@@ -54,7 +59,10 @@ pub fn init() {
     record_server_settings(&value, crate::gucs::trust_policy().enforce);
     // Read every control file once now, in the postmaster: backends inherit what the SQL
     // functions report instead of reading N files each.
-    refresh(&locations.server, &value, PgLogLevel::WARNING, Refresh::Full).details();
+    if let Some(index) = refresh(&locations.server, &value, PgLogLevel::WARNING, Refresh::Full) {
+        index.details();
+    }
+    adopt_server_generation();
 }
 
 /// A reload changed (or re-read) the server-wide path: rebuild the server catalog. Runs in the
@@ -64,7 +72,10 @@ pub fn refresh_server_catalog_after_reload(value: &str) {
         record_server_settings(value, crate::gucs::trust_policy().enforce);
         // Every SIGHUP comes here, changed or not: rebuild only when the value or the
         // prefixes' entries changed (rescan() rebuilds on demand).
-        refresh(&locations.server, value, PgLogLevel::WARNING, Refresh::IfChanged).details();
+        if let Some(index) = refresh(&locations.server, value, PgLogLevel::WARNING, Refresh::IfChanged) {
+            index.details();
+        }
+        adopt_server_generation();
         // Session catalogs no backend holds any more.
         esp_resolver::catalog::collect_unused(&locations.root, "session-");
     }
@@ -135,31 +146,79 @@ pub fn catalog_for(value: &str) -> Catalog {
 /// at it (CREATE/ALTER EXTENSION, LOAD, rescan()). Problems go to the server log only for the
 /// server catalog (every backend would repeat them, and clients are not told about paths) and
 /// are a WARNING for a path the session set itself or when `loud`, to roles that may see paths.
-pub fn refresh_session(how: Refresh, loud: bool) -> Arc<Index> {
+pub fn refresh_session(how: Refresh, loud: bool) -> Option<Arc<Index>> {
     let path = crate::gucs::path();
     let catalog = catalog_for(&path);
+    let server = catalog.root() == locations().server.root();
     // Problems name paths: clients see them only when they may see paths.
-    let own = loud || catalog.root() != locations().server.root();
-    let level = if own && crate::roles::may_see_paths() { PgLogLevel::WARNING } else { PgLogLevel::LOG_SERVER_ONLY };
-    hold_session_catalog(&catalog);
+    let level = if (loud || !server) && crate::roles::may_see_paths() {
+        PgLogLevel::WARNING
+    } else {
+        PgLogLevel::LOG_SERVER_ONLY
+    };
     let index = refresh(&catalog, &path, level, how);
-    crate::core_paths::point_session_at(&catalog);
+    let generation = if server {
+        adopt_server_generation();
+        server_generation()
+    } else {
+        adopt(&catalog).unwrap_or_else(|| catalog.current_link())
+    };
+    crate::core_paths::point_session_at(&generation);
+    release_unnamed();
     index
 }
 
-/// The session catalog this backend uses, claimed so that no other process removes it; none
-/// while the session uses the server's.
-static SESSION_HOLD: Mutex<Option<esp_resolver::catalog::InUse>> = Mutex::new(None);
+/// The generations this process's settings may name (the current value, the reset value, values
+/// saved by SET LOCAL or function SET clauses), held so that no other process removes them.
+static HELD: Mutex<Vec<esp_resolver::catalog::InUse>> = Mutex::new(Vec::new());
 
-fn hold_session_catalog(catalog: &Catalog) {
-    let mut hold = SESSION_HOLD.lock().unwrap_or_else(|e| e.into_inner());
-    if catalog.root() == locations().server.root() {
-        *hold = None;
-    } else if hold.as_ref().is_none_or(|h| h.root != catalog.root()) {
-        // If the claim cannot be taken, the catalog still works; it may only be collected early
-        // (and is rebuilt at this session's next CREATE, ALTER or LOAD).
-        *hold = catalog.hold().ok();
+/// Gives up the claims on generations that no value of the core settings names any more (the
+/// server generation this process uses is always kept: the settings name it from start on).
+fn release_unnamed() {
+    let values = crate::core_paths::all_values();
+    let own = SERVER_GENERATION.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let named = |dir: &Path| {
+        let prefix = format!("{}/", dir.display());
+        own.as_deref() == Some(dir) || values.iter().any(|v| v.split(':').any(|element| element.starts_with(&prefix)))
+    };
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).retain(|h| named(&h.dir));
+}
+
+/// The server catalog generation this process points PostgreSQL at (inherited from the
+/// postmaster, then followed at session start, reloads and refreshes).
+static SERVER_GENERATION: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The server catalog's generation this process uses: what the core settings name.
+pub fn server_generation() -> PathBuf {
+    let adopted = SERVER_GENERATION.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    adopted.unwrap_or_else(|| locations().server.current_link())
+}
+
+/// Holds the current generation of `catalog`; its directory, or `None` if it has none yet (or
+/// it cannot be held: then the settings keep naming what they named).
+fn adopt(catalog: &Catalog) -> Option<PathBuf> {
+    let held = catalog.adopt().ok()??;
+    let dir = held.dir.clone();
+    let mut all = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    if !all.iter().any(|h| h.dir == dir) {
+        all.push(held);
     }
+    Some(dir)
+}
+
+/// Moves this process to the server catalog's current generation (cheap when it already uses
+/// it: one readlink). Never raises an error.
+pub fn adopt_server_generation() {
+    let Some(locations) = LOCATIONS.get() else { return };
+    if locations.server.current().as_ref() == SERVER_GENERATION.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return;
+    }
+    let Some(dir) = adopt(&locations.server) else { return };
+    *SERVER_GENERATION.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir);
+    crate::core_paths::follow_server_generation();
+    // Backends forked earlier keep their own claims on older generations: a claim is shared
+    // with the processes forked while it was held.
+    release_unnamed();
 }
 
 /// Whether a refresh may reuse what this process already knows.
@@ -205,10 +264,12 @@ fn cached(value: &str, enforce: bool) -> Option<Arc<Index>> {
     cache.as_ref().filter(|c| c.value == value && c.enforce == enforce && c.index.is_current()).map(|c| c.index.clone())
 }
 
-/// Scans `value` and makes `catalog` serve its winners. Problems are reported at `level` with
-/// the element or file named; nothing here raises an error: a catalog that cannot be written
-/// leaves the previous one in place.
-pub fn refresh(catalog: &Catalog, value: &str, level: PgLogLevel, how: Refresh) -> Arc<Index> {
+/// Makes `catalog` serve the winners of `value`, scanning when the cache or the catalog does not
+/// already serve them; the index when one was at hand or built (`None`: the catalog was current
+/// and no scan was needed, or the sync was not done). Problems are reported at `level` with the
+/// element or file named; nothing here raises an error: a catalog that cannot be written leaves
+/// the previous one in place.
+pub fn refresh(catalog: &Catalog, value: &str, level: PgLogLevel, how: Refresh) -> Option<Arc<Index>> {
     refresh_with(catalog, value, level, how, crate::gucs::trust_policy())
 }
 
@@ -219,6 +280,7 @@ pub fn refresh_server_catalog_for_trust(enforce: bool) {
         record_server_settings(&crate::gucs::path(), enforce);
         let policy = esp_resolver::safe_fs::TrustPolicy::for_this_process(enforce);
         refresh_with(&locations.server, &crate::gucs::path(), PgLogLevel::WARNING, Refresh::Full, policy);
+        adopt_server_generation();
     }
 }
 
@@ -237,34 +299,44 @@ fn refresh_with(
     level: PgLogLevel,
     how: Refresh,
     policy: esp_resolver::safe_fs::TrustPolicy,
-) -> Arc<Index> {
+) -> Option<Arc<Index>> {
     #[cfg(feature = "pg_test")]
     inject_panic(value);
     if how == Refresh::IfChanged
         && let Some(index) = cached(value, policy.enforce)
     {
-        return index;
+        return Some(index);
     }
-    let catalog = &catalog.clone().with_trust(policy);
-    let index = Index::build(&SearchPath::parse(value), &locations().system);
-    for problem in &index.problems {
-        crate::messages::warn(level, format!("extension_search_path: {problem}"));
-    }
+    // SAFETY: a plain global of the fsync setting, read on the main thread.
+    let durable = unsafe { pg_sys::enableFsync };
+    let catalog = &catalog.clone().with_trust(policy).with_durability(durable);
     // SAFETY: a plain global, false only in the postmaster.
     let in_postmaster = !unsafe { pg_sys::IsUnderPostmaster };
-    let force = how != Refresh::IfChanged;
-    // The postmaster never waits for a backend's sync: if one holds the catalog, it tries again
-    // at the next reload (and backends sync what they need before CREATE, ALTER and LOAD).
     // A backend writes the server catalog only for the settings the postmaster recorded, checked
     // under the catalog's lock: one that built its index before a reload changed the path or
     // the trust setting must not undo the postmaster's sync.
     let server = catalog.root() == locations().server.root();
     let still_wanted = || !server || server_settings() == (policy.enforce, value.to_string());
-    let synced = if in_postmaster {
-        catalog.try_sync(&index, force)
+    let (synced, index) = if in_postmaster {
+        // The postmaster never waits for a backend's sync: if one holds the catalog, it tries
+        // again at the next reload (and backends sync what they need before CREATE, ALTER and
+        // LOAD). It always scans: every backend inherits its index.
+        let index = Index::build(&SearchPath::parse(value), &locations().system);
+        (catalog.try_sync(&index, how != Refresh::IfChanged), Some(index))
+    } else if how == Refresh::IfChanged {
+        // After a change under a prefix, one backend scans and builds a generation; the others
+        // wait for it and scan nothing (the catalog is what their statement needs).
+        match catalog.sync_lazily(&SearchPath::parse(value), &locations().system, &still_wanted) {
+            Ok((report, index)) => (Ok(Some(report)), index),
+            Err(e) => (Err(e), None),
+        }
     } else {
-        catalog.sync_if(&index, force, &still_wanted).map(Some)
+        let index = Index::build(&SearchPath::parse(value), &locations().system);
+        (catalog.sync_if(&index, true, &still_wanted).map(Some), Some(index))
     };
+    for problem in index.iter().flat_map(|i| &i.problems) {
+        crate::messages::warn(level, format!("extension_search_path: {problem}"));
+    }
     let mut complete = true;
     // A reload between our check and the end of our sync: the postmaster found the catalog
     // locked and left it to us, so we sync it for what the postmaster recorded (once).
@@ -311,10 +383,10 @@ fn refresh_with(
             )
         }
     }
-    let index = Arc::new(index);
+    let index = Arc::new(index?);
     if !complete {
         // Not remembered as synced: the next refresh tries again.
-        return index;
+        return Some(index);
     }
     let cached = Cached {
         value: value.to_string(),
@@ -329,7 +401,7 @@ fn refresh_with(
         // shared copy-on-write with the postmaster).
         old => std::mem::forget(old),
     }
-    index
+    Some(index)
 }
 
 fn data_dir() -> PathBuf {

@@ -121,7 +121,8 @@ copies_function!(
 /// `pg_available_extensions` shows directories added since. Returns what the catalog serves.
 #[pg_extern]
 fn rescan() -> TableIterator<'static, (name!(extensions, i64), name!(libraries, i64), name!(problems, Vec<String>))> {
-    let index = crate::server::refresh_session(crate::server::Refresh::Full, true);
+    let index = crate::server::refresh_session(crate::server::Refresh::Full, true)
+        .unwrap_or_else(|| crate::server::index_for(&crate::gucs::path()));
     let extensions = index.winners().filter(|c| c.prefix.is_some()).count() as i64;
     let libraries = index.library_winners().filter(|l| l.prefix.is_some()).count() as i64;
     let problems = index.problems.iter().map(ToString::to_string).collect();

@@ -47,6 +47,23 @@ fn as_postgres(program: &Path) -> Command {
     cmd
 }
 
+/// `s` with the catalog generation (`/gen-<n>`) left out of every path.
+pub fn without_generation(s: &str) -> String {
+    let generation = |seg: &str| seg.strip_prefix("gen-").is_some_and(|n| n.parse::<u64>().is_ok());
+    s.split('/').filter(|seg| !generation(seg)).collect::<Vec<_>>().join("/")
+}
+
+/// Pure-SQL images (CloudNativePG layout) named `names` under `prefix`, readable by the server.
+pub fn sql_images(prefix: &Path, names: impl IntoIterator<Item = String>) {
+    for name in names {
+        let dir = prefix.join(format!("{name}/share/extension"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(format!("{name}.control")), "default_version = '1.0'\nrelocatable = true\n").unwrap();
+        fs::write(dir.join(format!("{name}--1.0.sql")), "SELECT 1;\n").unwrap();
+    }
+    run_chmod_readable(prefix);
+}
+
 /// A world-readable temporary directory (the server runs as `postgres`).
 pub fn tempdir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("esp-e2e-").tempdir().unwrap();

@@ -4,17 +4,11 @@
 use std::fs;
 use std::path::Path;
 
-use esp_e2e::{Server, run_chmod_readable, tempdir};
+use esp_e2e::{Server, run_chmod_readable, sql_images, tempdir};
 
 /// `n` pure-SQL images under `prefix`.
 fn images(prefix: &Path, n: usize) {
-    for i in 0..n {
-        let dir = prefix.join(format!("esp_img{i}/share/extension"));
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(format!("esp_img{i}.control")), "default_version = '1.0'\nrelocatable = true\n").unwrap();
-        fs::write(dir.join(format!("esp_img{i}--1.0.sql")), "SELECT 1;\n").unwrap();
-    }
-    run_chmod_readable(prefix);
+    sql_images(prefix, (0..n).map(|i| format!("esp_img{i}")));
 }
 
 fn rss_kb(status: &str) -> u64 {

@@ -2,26 +2,35 @@
 //!
 //! PostgreSQL looks for `<element>/extension/<name>.control` and for libraries along
 //! `dynamic_library_path`; neither can express `<prefix>/<ext>/<ext>.control` + `sql/`. The
-//! catalog is a small writable directory owned by the server:
+//! catalog is a small writable directory owned by the server, made of immutable generations:
 //!
 //! ```text
-//! <root>/share/extension/<name>.control   the winner's control file, plus an absolute
-//!                                          `directory` naming its real script directory
-//! <root>/lib/<file>                        symlink to the winning library file
+//! <root>/current -> gen-<n>                    the complete generation to use now
+//! <root>/gen-<n>/share/extension/<name>.control the winner's control file, plus an absolute
+//!                                               `directory` naming its real script directory
+//! <root>/gen-<n>/lib/<file>                     symlink to the winning library file
+//! <root>/gen-<n>/.stamp                         what the generation was built from
+//! <root>/gen-<n>/.inuse                         share-locked by every process using it
+//! <root>/.lock                                  held by the one process building a generation
 //! ```
 //!
-//! `<root>/share` is put first in `extension_control_path` and `<root>/lib` first in
-//! `dynamic_library_path`. Scripts, secondary control files and libraries are read from the
-//! images themselves; only control files are copied (a few hundred bytes each). `$system`
-//! winners are not copied: PostgreSQL finds them itself. Syncing is idempotent and atomic per
-//! entry (write to a temporary name, rename), and serialised between processes by a lock file,
-//! so concurrent backends converge on the same content.
+//! `<gen>/share` is put first in `extension_control_path` and `<gen>/lib` first in
+//! `dynamic_library_path`: each process names one generation, never `current`, so a reader
+//! that lists a directory and then opens what it listed (PostgreSQL's `pg_available_extensions`)
+//! sees one complete generation, never a mix of two. A sync builds a whole new generation (what
+//! did not change is hard-linked from the previous one), flushes it to disk, then renames the
+//! `current` link over in one step. Generations no process holds are removed by the next sync,
+//! so a sync cut short (a killed backend) leaves nothing behind for long and nothing anyone reads.
+//!
+//! Scripts, secondary control files and libraries are read from the images themselves; only
+//! control files are copied (a few hundred bytes each). `$system` winners are not copied:
+//! PostgreSQL finds them itself.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, symlink};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 
 use crate::Problem;
@@ -33,6 +42,8 @@ use crate::safe_fs::TrustPolicy;
 pub struct Catalog {
     root: PathBuf,
     trust: TrustPolicy,
+    /// Flush what a sync writes to disk before the swap (PostgreSQL's `fsync` setting).
+    durable: bool,
 }
 
 /// What a sync did.
@@ -41,22 +52,55 @@ pub struct SyncReport {
     /// Extensions and libraries the catalog serves (not counting `$system`).
     pub extensions: usize,
     pub libraries: usize,
-    /// Entries written or replaced, and stale entries removed, by this sync.
+    /// Entries new or changed, and entries dropped, since the previous generation.
     pub written: usize,
     pub removed: usize,
     /// Control files that could not be read or parsed (left out of the catalog).
     pub problems: Vec<Problem>,
-    /// Nothing was done: the catalog already served this state (synced by another process).
+    /// Nothing was done: the current generation already served this state (synced by another
+    /// process).
     pub unchanged: bool,
     /// Nothing was done: the index is no longer what the catalog must serve.
     pub stale: bool,
+    /// The generation that is current after this sync (new, or the unchanged one).
+    pub generation: Option<PathBuf>,
+    /// Earlier generations (and leftovers of syncs cut short) removed by this sync.
+    pub collected: usize,
+}
+
+/// The element a generation gives `extension_control_path` (PostgreSQL appends `/extension`).
+pub fn control_path_element(generation: &Path) -> PathBuf {
+    generation.join("share")
+}
+
+/// The element a generation gives `dynamic_library_path`.
+pub fn library_dir(generation: &Path) -> PathBuf {
+    generation.join("lib")
+}
+
+fn dir_builder() -> fs::DirBuilder {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true).mode(0o700);
+    builder
 }
 
 impl Catalog {
     /// A catalog at `root` that refuses untrusted files (owned by neither root nor this
     /// process's user, or writable by group or others).
     pub fn new(root: impl Into<PathBuf>) -> Catalog {
-        Catalog { root: root.into(), trust: TrustPolicy::for_this_process(true) }
+        Catalog { root: root.into(), trust: TrustPolicy::for_this_process(true), durable: true }
+    }
+
+    /// Whether syncs flush files and directories to disk (on by default; PostgreSQL's `fsync =
+    /// off` turns it off like every other flush of the server).
+    pub fn with_durability(mut self, durable: bool) -> Catalog {
+        self.durable = durable;
+        self
+    }
+
+    /// Flushes `path` (a file or a directory) to disk, if this catalog is durable.
+    fn flush(&self, path: &Path) -> io::Result<()> {
+        if self.durable { fs::File::open(path)?.sync_all() } else { Ok(()) }
     }
 
     pub fn with_trust(mut self, trust: TrustPolicy) -> Catalog {
@@ -68,23 +112,33 @@ impl Catalog {
         &self.root
     }
 
-    /// The element for `extension_control_path` (PostgreSQL appends `/extension`).
+    /// The `current` link: what a process names before it has a generation of its own.
+    pub fn current_link(&self) -> PathBuf {
+        self.root.join("current")
+    }
+
+    /// The current generation's directory, if there is one.
+    pub fn current(&self) -> Option<PathBuf> {
+        let target = fs::read_link(self.current_link()).ok()?;
+        let name = target.file_name()?;
+        generation_number(name)?;
+        Some(self.root.join(name))
+    }
+
+    /// The element for `extension_control_path` of the current generation.
     pub fn control_path_element(&self) -> PathBuf {
-        self.root.join("share")
+        control_path_element(&self.current().unwrap_or_else(|| self.current_link()))
     }
 
-    /// The element for `dynamic_library_path`.
+    /// The element for `dynamic_library_path` of the current generation.
     pub fn library_dir(&self) -> PathBuf {
-        self.root.join("lib")
-    }
-
-    fn control_dir(&self) -> PathBuf {
-        self.root.join("share").join("extension")
+        library_dir(&self.current().unwrap_or_else(|| self.current_link()))
     }
 
     /// Makes the catalog serve exactly the non-`$system` winners of `index`, waiting for another
-    /// process's sync to finish first. `force` rewrites what the catalog says it already holds
-    /// (files may have changed inside the images without any prefix changing).
+    /// process's sync to finish first. `force` builds a new generation even when the current one
+    /// says it serves this state (files may have changed inside the images without any prefix
+    /// changing).
     pub fn sync(&self, index: &Index, force: bool) -> io::Result<SyncReport> {
         self.sync_if(index, force, &|| true)
     }
@@ -96,24 +150,16 @@ impl Catalog {
         self.sync_locking(index, force, true, still_wanted).map(|r| r.unwrap_or_default())
     }
 
-    /// [`Catalog::sync_if`] that never waits: `None` when another process holds the catalog
+    /// [`Catalog::sync`] that never waits: `None` when another process holds the catalog
     /// (the postmaster must never block on a backend).
     pub fn try_sync(&self, index: &Index, force: bool) -> io::Result<Option<SyncReport>> {
         self.sync_locking(index, force, false, &|| true)
     }
 
-    fn sync_locking(
-        &self,
-        index: &Index,
-        force: bool,
-        wait: bool,
-        still_wanted: &dyn Fn() -> bool,
-    ) -> io::Result<Option<SyncReport>> {
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true).mode(0o700);
-        builder.create(self.control_dir())?;
-        builder.create(self.library_dir())?;
-        let lock = fs::File::create(self.root.join(".lock"))?;
+    /// Whether this process can take the catalog's lock right now (`None`: another holds it).
+    fn lock(&self, wait: bool) -> io::Result<Option<fs::File>> {
+        dir_builder().create(&self.root)?;
+        let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.root.join(".lock"))?;
         if wait {
             lock.lock()?;
         } else {
@@ -123,28 +169,97 @@ impl Catalog {
                 Err(fs::TryLockError::Error(e)) => return Err(e),
             }
         }
+        Ok(Some(lock))
+    }
+
+    fn sync_locking(
+        &self,
+        index: &Index,
+        force: bool,
+        wait: bool,
+        still_wanted: &dyn Fn() -> bool,
+    ) -> io::Result<Option<SyncReport>> {
+        let Some(_lock) = self.lock(wait)? else { return Ok(None) };
         if !still_wanted() {
             return Ok(Some(SyncReport { stale: true, ..SyncReport::default() }));
         }
-        // What the catalog was last synced from: when another process just synced the same
-        // state (many backends after one change), there is nothing to write.
-        let stamp = stamp(index, &self.trust);
-        let stamp_file = self.root.join(".stamp");
-        if !force && fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp) {
-            return Ok(Some(SyncReport { unchanged: true, ..SyncReport::default() }));
+        // What the current generation was built from: when another process just built it for
+        // the same state (many backends after one change), there is nothing to do.
+        if !force && let Some(report) = self.unchanged(&stamp(index, &self.trust)) {
+            return Ok(Some(report));
         }
-        // No stamp while entries change: a sync cut short (a killed backend) is redone by the
-        // next one, whatever it is asked.
-        match fs::remove_file(&stamp_file) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        let report = crate::safe_fs::memo::scope(|| self.sync_locked(index))?;
-        write_durably(&self.root, OsStr::new(".stamp"), |tmp| fs::write(tmp, &stamp))?;
-        Ok(Some(report))
+        self.build_generation(index).map(Some)
     }
 
-    fn sync_locked(&self, index: &Index) -> io::Result<SyncReport> {
+    /// The report of a sync with nothing to do, if the current generation was built for `stamp`
+    /// (the caller holds the lock).
+    fn unchanged(&self, stamp: &str) -> Option<SyncReport> {
+        let current = self.current()?;
+        if fs::read_to_string(current.join(".stamp")).ok()? != stamp {
+            return None;
+        }
+        let collected = self.collect_locked(Some(&current));
+        Some(SyncReport { unchanged: true, generation: Some(current), collected, ..SyncReport::default() })
+    }
+
+    /// Makes the catalog serve `path` as its prefixes are now, waiting for another process's
+    /// sync first; the index is built — under the lock — only when the current generation does
+    /// not already serve that state (it is returned then). After a change under a prefix, the
+    /// first backend to get here scans and builds; the others wait for it, then find its
+    /// generation current and scan nothing.
+    pub fn sync_lazily(
+        &self,
+        path: &crate::SearchPath,
+        system: &crate::SystemDirs,
+        still_wanted: &dyn Fn() -> bool,
+    ) -> io::Result<(SyncReport, Option<Index>)> {
+        let _lock = self.lock(true)?.ok_or_else(|| io::Error::other("lock not taken"))?;
+        if !still_wanted() {
+            return Ok((SyncReport { stale: true, ..SyncReport::default() }, None));
+        }
+        let fingerprint = crate::index::fingerprint(path, system);
+        if let Some(report) = self.unchanged(&stamp_of(path, &fingerprint, &self.trust)) {
+            return Ok((report, None));
+        }
+        let index = Index::build(path, system);
+        let report = self.build_generation(&index)?;
+        Ok((report, Some(index)))
+    }
+
+    /// Builds a new generation serving `index` and makes it current (the caller holds the lock).
+    fn build_generation(&self, index: &Index) -> io::Result<SyncReport> {
+        let stamp = stamp(index, &self.trust);
+        let current = self.current();
+        let next = self.root.join(format!("gen-{}", self.last_generation_number() + 1));
+        dir_builder().create(control_path_element(&next).join("extension"))?;
+        dir_builder().create(library_dir(&next))?;
+        // Held while it is built: no other process's collection takes it.
+        let _building = hold(&next, true)?.ok_or_else(|| io::Error::other("generation removed while built"))?;
+        let mut report = crate::safe_fs::memo::scope(|| self.fill(index, &next, current.as_deref()))?;
+        fs::write(next.join(".stamp"), &stamp)?;
+        for path in [next.join(".stamp"), control_path_element(&next), next.clone()] {
+            self.flush(&path)?;
+        }
+        // The swap: a new link under a name PostgreSQL never reads, renamed over `current`.
+        let tmp = self.root.join(format!(".current.tmp-{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        symlink(next.file_name().expect("gen-<n>"), &tmp)?;
+        fs::rename(&tmp, self.current_link())?;
+        self.flush(&self.root)?;
+        report.collected = self.collect_locked(Some(&next));
+        report.generation = Some(next);
+        Ok(report)
+    }
+
+    /// The highest generation number under the root (0 for none).
+    fn last_generation_number(&self) -> u64 {
+        let entries = fs::read_dir(&self.root).into_iter().flatten().flatten();
+        entries.filter_map(|e| generation_number(&e.file_name())).max().unwrap_or(0)
+    }
+
+    /// Writes generation `next` to serve the winners of `index`; entries equal to those of
+    /// `previous` are hard links to them.
+    fn fill(&self, index: &Index, next: &Path, previous: Option<&Path>) -> io::Result<SyncReport> {
         let mut report = SyncReport::default();
         let mut controls: BTreeMap<OsString, Vec<u8>> = BTreeMap::new();
         for copy in index.winners().filter(|c| c.layout != Layout::System) {
@@ -171,81 +286,121 @@ impl Catalog {
         report.extensions = controls.len();
         report.libraries = links.len();
 
-        sync_dir(
-            &self.control_dir(),
+        let control_dir = |generation: &Path| control_path_element(generation).join("extension");
+        fill_dir(
+            &control_dir(next),
+            previous.map(control_dir).as_deref(),
             &controls,
             &mut report,
             |path| fs::read(path).ok(),
-            |tmp, content| fs::write(tmp, content),
+            |path, content| {
+                fs::write(path, content)?;
+                self.flush(path)
+            },
+            |from, to| fs::hard_link(from, to),
         )?;
-        sync_dir(
-            &self.library_dir(),
+        self.flush(&control_dir(next))?;
+        fill_dir(
+            &library_dir(next),
+            previous.map(library_dir).as_deref(),
             &links,
             &mut report,
             |path| fs::read_link(path).ok(),
-            |tmp, target| symlink(target, tmp),
+            |path, target| symlink(target, path),
+            |_, _| Err(io::ErrorKind::Unsupported.into()),
         )?;
+        self.flush(&library_dir(next))?;
         Ok(report)
+    }
+
+    /// Removes the generations no process holds, except `keep` and the current one, and what
+    /// syncs cut short left in the root; the caller holds the lock. Returns how many
+    /// generations went.
+    fn collect_locked(&self, keep: Option<&Path>) -> usize {
+        let current = self.current();
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.root).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let path = entry.path();
+            if name.to_string_lossy().starts_with(".current.tmp-") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            if generation_number(&name).is_none() || Some(path.as_path()) == keep || Some(&path) == current.as_ref() {
+                continue;
+            }
+            if remove_if_unused(&path) {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Claims the current generation for as long as the returned value lives: no other process
+    /// removes it meanwhile. `None` when there is no complete generation.
+    pub fn adopt(&self) -> io::Result<Option<InUse>> {
+        // A collection may remove the generation read from the link before it is held (only
+        // once the link names a newer one): read the link again.
+        for _ in 0..100 {
+            let Some(generation) = self.current() else { return Ok(None) };
+            if let Some(held) = hold(&generation, false)? {
+                return Ok(Some(held));
+            }
+        }
+        Ok(None)
     }
 }
 
-/// Makes `dir` hold exactly `desired`: entries whose current value (`read`) differs are
-/// rewritten through a temporary name and a rename; entries not desired are removed.
-fn sync_dir<V: PartialEq>(
+/// `n` for a name `gen-<n>`.
+fn generation_number(name: &OsStr) -> Option<u64> {
+    name.to_str()?.strip_prefix("gen-")?.parse().ok()
+}
+
+/// Makes `dir` hold exactly `desired`, given the `previous` generation's directory: entries whose
+/// value there (`read`) is the desired one are linked from it (`link`, falling back to `write`),
+/// others written.
+fn fill_dir<V: PartialEq>(
     dir: &Path,
+    previous: Option<&Path>,
     desired: &BTreeMap<OsString, V>,
     report: &mut SyncReport,
     read: impl Fn(&Path) -> Option<V>,
     write: impl Fn(&Path, &V) -> io::Result<()>,
+    link: impl Fn(&Path, &Path) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut present = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if !desired.contains_key(&name) {
-            match fs::remove_file(entry.path()) {
-                Ok(()) => report.removed += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        } else {
-            present.push(name);
-        }
+    if let Some(previous) = previous {
+        let names = fs::read_dir(previous).into_iter().flatten().flatten().map(|e| e.file_name());
+        report.removed += names.filter(|n| !desired.contains_key(n)).count();
     }
     for (name, value) in desired {
         let path = dir.join(name);
-        if present.contains(name) && read(&path).as_ref() == Some(value) {
+        let old = previous.map(|p| p.join(name));
+        let unchanged = old.as_ref().is_some_and(|old| read(old).as_ref() == Some(value));
+        if !unchanged {
+            report.written += 1;
+        } else if let Some(old) = &old
+            && link(old, &path).is_ok()
+        {
             continue;
         }
-        write_durably(dir, name, |tmp| write(tmp, value))?;
-        report.written += 1;
+        write(&path, value)?;
     }
-    // The renames and removals themselves reach the disk.
-    fs::File::open(dir)?.sync_all()?;
     Ok(())
-}
-
-/// Writes `dir/name` atomically: to a temporary name PostgreSQL never lists (it does not end in
-/// `.control`; leftovers of a killed process are removed by the next sync), flushed to disk,
-/// then renamed over the entry.
-fn write_durably(dir: &Path, name: &OsStr, write: impl Fn(&Path) -> io::Result<()>) -> io::Result<()> {
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let _ = fs::remove_file(&tmp);
-    write(&tmp)?;
-    if fs::symlink_metadata(&tmp)?.is_file() {
-        fs::File::open(&tmp)?.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join(name))
 }
 
 /// What a catalog synced from `index` under `trust` serves, as far as can be told without
 /// reading every file: the path, the trust policy and the modification times of the prefixes.
 fn stamp(index: &Index, trust: &TrustPolicy) -> String {
-    let mut stamp = format!("{:?} {}\n{}\n", index.path.elements, index.path.implicit_system, trust.enforce);
-    for (dir, modified) in &index.fingerprint {
+    stamp_of(&index.path, &index.fingerprint, trust)
+}
+
+fn stamp_of(
+    path: &crate::SearchPath,
+    fingerprint: &[(PathBuf, Option<std::time::SystemTime>)],
+    trust: &TrustPolicy,
+) -> String {
+    let mut stamp = format!("{:?} {}\n{}\n", path.elements, path.implicit_system, trust.enforce);
+    for (dir, modified) in fingerprint {
         let nanos = modified.and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos());
         stamp.push_str(&format!("{}\t{nanos:?}\n", dir.display()));
     }
@@ -353,49 +508,69 @@ pub fn key(value: &str) -> String {
     format!("{hash:016x}")
 }
 
-/// A process's claim on a catalog it uses (a shared lock on `<root>/.inuse`, held while the
-/// value lives): [`collect_unused`] never removes a catalog someone holds.
+/// A process's claim on a generation it uses (a shared lock on `<generation>/.inuse`, held
+/// while the value lives; processes forked while it lives share it): no collection removes a
+/// generation someone holds.
 #[derive(Debug)]
 pub struct InUse {
     _file: fs::File,
-    pub root: PathBuf,
+    pub dir: PathBuf,
 }
 
-impl Catalog {
-    /// Claims this catalog for as long as the returned value lives (creating it if need be).
-    pub fn hold(&self) -> io::Result<InUse> {
-        use std::os::unix::fs::MetadataExt;
-        loop {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.root)?;
-            let path = self.root.join(".inuse");
-            let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-            file.lock_shared()?;
-            // A collector may have removed the catalog between the open and the lock: the file
-            // held must still be the one at the path.
-            let held = file.metadata()?;
-            match fs::metadata(&path) {
-                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
-                    return Ok(InUse { _file: file, root: self.root.clone() });
-                }
-                _ => continue,
-            }
+/// Takes a claim on the generation `dir`; `None` if it was removed (a collector got there first).
+fn hold(dir: &Path, create: bool) -> io::Result<Option<InUse>> {
+    let path = dir.join(".inuse");
+    let file = match fs::OpenOptions::new().create(create).truncate(false).write(true).open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    file.lock_shared()?;
+    // A collector may have removed the generation between the open and the lock: the file held
+    // must still be the one at the path.
+    let held = file.metadata()?;
+    match fs::metadata(&path) {
+        Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+            Ok(Some(InUse { _file: file, dir: dir.into() }))
         }
+        _ => Ok(None),
     }
 }
 
-/// Removes the catalogs under `root` whose names start with `prefix` and that no process holds
-/// (see [`Catalog::hold`]); returns how many. Never waits for a holder.
-pub fn collect_unused(root: &Path, prefix: &str) -> usize {
+/// Removes the generation `dir` if no process holds it, keeping it locked until it is gone (a
+/// process that opened its claim file meanwhile then finds it removed); whether it went.
+fn remove_if_unused(dir: &Path) -> bool {
+    let _locked = match fs::OpenOptions::new().write(true).open(dir.join(".inuse")) {
+        Ok(file) if file.try_lock().is_ok() => Some(file),
+        Ok(_) => return false,
+        // Cut short before its claim file was made.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(_) => return false,
+    };
+    fs::remove_dir_all(dir).is_ok()
+}
+
+/// Removes, in each catalog under `base` whose name starts with `prefix` and that no process is
+/// syncing, every generation no process holds — the current one too — and the catalog itself
+/// once none is left; returns how many catalogs went. Never waits for anyone.
+pub fn collect_unused(base: &Path, prefix: &str) -> usize {
     let mut removed = 0;
-    for entry in fs::read_dir(root).into_iter().flatten().flatten() {
+    for entry in fs::read_dir(base).into_iter().flatten().flatten() {
         if !entry.file_name().to_string_lossy().starts_with(prefix) {
             continue;
         }
-        let dir = entry.path();
-        let Ok(file) = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(".inuse")) else {
-            continue;
-        };
-        if file.try_lock().is_ok() && fs::remove_dir_all(&dir).is_ok() {
+        let catalog = Catalog::new(entry.path());
+        let Ok(Some(_lock)) = catalog.lock(false) else { continue };
+        if let Some(current) = catalog.current()
+            && remove_if_unused(&current)
+        {
+            let _ = fs::remove_file(catalog.current_link());
+        }
+        catalog.collect_locked(None);
+        let left = fs::read_dir(catalog.root()).into_iter().flatten().flatten();
+        if !left.into_iter().any(|e| generation_number(&e.file_name()).is_some())
+            && fs::remove_dir_all(catalog.root()).is_ok()
+        {
             removed += 1;
         }
     }

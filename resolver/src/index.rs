@@ -291,7 +291,10 @@ fn modified(dir: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(dir).and_then(|m| m.modified()).ok()
 }
 
-fn fingerprint(path: &SearchPath, system: &SystemDirs) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+/// What tells whether the images under `path` changed, without reading them: the modification
+/// time of each prefix (and of `$system`'s two directories). An image added, removed or renamed
+/// changes it; files changed inside an image do not (images are immutable).
+pub fn fingerprint(path: &SearchPath, system: &SystemDirs) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
     let mut dirs = Vec::new();
     for element in &path.elements {
         match element {

@@ -381,6 +381,13 @@ fn an_index_knows_when_images_come_and_go() {
     assert!(!index.is_current(), "a new $system extension");
 }
 
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn syncs_are_stamped_locked_and_leave_nothing_postgres_would_list() {
     let t = Tree::new();
@@ -388,27 +395,26 @@ fn syncs_are_stamped_locked_and_leave_nothing_postgres_would_list() {
     let index = t.index("$system:@/ext");
     let catalog = Catalog::new(t.p("cat"));
     let first = catalog.sync(&index, false).unwrap();
-    assert!(!first.unchanged && first.written == 2);
-    // another process (or this one) syncing the same state writes nothing
-    assert!(catalog.sync(&index, false).unwrap().unchanged);
-    // unless forced (files may change inside an image)
-    assert!(!catalog.sync(&index, true).unwrap().unchanged);
-    // a sync cut short (a killed backend): its temporary file, under a name PostgreSQL does not
-    // list as an extension, and no stamp; the next sync, forced or not, completes the catalog
-    let control_dir = catalog.control_path_element().join("extension");
-    fs::write(control_dir.join(".semver.control.tmp-99999"), "partial").unwrap();
-    fs::remove_file(control_dir.join("semver.control")).unwrap();
-    fs::remove_file(t.p("cat/.stamp")).unwrap();
+    assert!(!first.unchanged && first.written == 2, "{first:?}");
+    assert_eq!(first.generation, Some(t.p("cat/gen-1")));
+    // another process (or this one) syncing the same state does nothing
+    let again = catalog.sync(&index, false).unwrap();
+    assert!(again.unchanged && again.generation == first.generation, "{again:?}");
+    // unless forced (files may change inside an image): a new generation, the old one removed
+    // (nobody holds it), unchanged entries linked rather than written
+    let forced = catalog.sync(&index, true).unwrap();
+    assert!(!forced.unchanged && forced.written == 0 && forced.collected == 1, "{forced:?}");
+    assert_eq!(names(&t.p("cat")), [".lock", "current", "gen-2"]);
+    // a sync cut short (a killed backend): a generation never made current, and a link never
+    // renamed over `current`; PostgreSQL reads neither, the next sync removes both
+    fs::create_dir_all(t.p("cat/gen-3/share/extension")).unwrap();
+    fs::write(t.p("cat/gen-3/share/extension/semver.control"), "partial").unwrap();
+    std::os::unix::fs::symlink("gen-3", t.p("cat/.current.tmp-99999")).unwrap();
+    assert_eq!(catalog.current(), Some(t.p("cat/gen-2")));
     let redo = catalog.sync(&index, false).unwrap();
-    assert!(!redo.unchanged && redo.written == 1, "{redo:?}");
-    let names: Vec<String> =
-        fs::read_dir(&control_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(names, ["semver.control"]);
-    // nothing this module writes ends in .control but the entries themselves
-    for entry in fs::read_dir(t.p("cat")).unwrap().chain(fs::read_dir(&control_dir).unwrap()) {
-        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!name.starts_with('.') || !name.ends_with(".control"), "{name}");
-    }
+    assert!(redo.unchanged && redo.collected == 1, "{redo:?}");
+    assert_eq!(names(&t.p("cat")), [".lock", "current", "gen-2"]);
+    assert_eq!(names(&t.p("cat/gen-2/share/extension")), ["semver.control"]);
     // a catalog held by another process: try_sync does not wait
     let lock = fs::File::open(t.p("cat/.lock")).unwrap();
     lock.lock().unwrap();
@@ -421,28 +427,60 @@ fn syncs_are_stamped_locked_and_leave_nothing_postgres_would_list() {
 }
 
 #[test]
+fn a_held_generation_stays_whole_while_newer_ones_come_and_go() {
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    t.rfc("ext", "gone");
+    let catalog = Catalog::new(t.p("cat"));
+    catalog.sync(&t.index("@/ext"), true).unwrap();
+    // a reader names this generation (its settings point at it) and lists it
+    let held = catalog.adopt().unwrap().unwrap();
+    assert_eq!(held.dir, t.p("cat/gen-1"));
+    let listed = names(&esp_resolver::catalog::control_path_element(&held.dir).join("extension"));
+    assert_eq!(listed, ["gone.control", "semver.control"]);
+    // meanwhile an image goes away, and two newer generations are made
+    fs::remove_dir_all(t.p("ext/gone")).unwrap();
+    catalog.sync(&t.index("@/ext"), true).unwrap();
+    let report = catalog.sync(&t.index("@/ext"), true).unwrap();
+    assert_eq!(report.generation, Some(t.p("cat/gen-3")));
+    assert_eq!(report.collected, 1, "gen-2: nobody held it");
+    // what the reader listed can still be opened: its generation is untouched
+    for name in &listed {
+        assert!(esp_resolver::catalog::control_path_element(&held.dir).join("extension").join(name).is_file());
+    }
+    assert_eq!(names(&t.p("cat/gen-3/share/extension")), ["semver.control"]);
+    // released: the next sync removes it
+    drop(held);
+    assert_eq!(catalog.sync(&t.index("@/ext"), false).unwrap().collected, 1);
+    assert_eq!(names(&t.p("cat")), [".lock", "current", "gen-3"]);
+}
+
+#[test]
 fn unused_session_catalogs_are_collected_never_one_in_use() {
     let t = Tree::new();
     t.rfc("ext", "semver");
     let index = t.index("@/ext");
     let (used, unused) = (Catalog::new(t.p("root/session-a")), Catalog::new(t.p("root/session-b")));
-    let held = used.hold().unwrap();
     used.sync(&index, true).unwrap();
+    let held = used.adopt().unwrap().unwrap();
+    unused.sync(&index, true).unwrap();
     {
-        let _briefly = unused.hold().unwrap();
-        unused.sync(&index, true).unwrap();
+        let _briefly = unused.adopt().unwrap().unwrap();
+        assert_eq!(esp_resolver::catalog::collect_unused(&t.p("root"), "session-"), 0, "both held");
     }
     Catalog::new(t.p("root/server")).sync(&index, true).unwrap();
     assert_eq!(esp_resolver::catalog::collect_unused(&t.p("root"), "session-"), 1);
-    assert!(t.p("root/session-a/share/extension/semver.control").exists(), "held: kept");
+    assert!(t.p("root/session-a/gen-1/share/extension/semver.control").exists(), "held: kept");
     assert!(!t.p("root/session-b").exists(), "released: removed");
-    assert!(t.p("root/server").exists(), "other catalogs are not touched");
+    assert!(t.p("root/server/gen-1").exists(), "other catalogs are not touched");
     drop(held);
     assert_eq!(esp_resolver::catalog::collect_unused(&t.p("root"), "session-"), 1);
-    // a claim taken again after a collection holds the new directory
-    let again = used.hold().unwrap();
+    assert!(!t.p("root/session-a").exists());
+    // a session using that path again rebuilds it
+    used.sync(&index, false).unwrap();
+    let again = used.adopt().unwrap().unwrap();
     assert_eq!(esp_resolver::catalog::collect_unused(&t.p("root"), "session-"), 0);
-    assert!(again.root.join(".inuse").exists());
+    assert!(again.dir.join(".inuse").exists());
 }
 
 #[test]

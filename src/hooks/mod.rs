@@ -18,9 +18,11 @@
 //! jump could skip, and it is inside no `catch_unwind`.
 
 mod fmgr;
+mod session;
 mod utility;
 
 pub fn init() {
     utility::init();
     fmgr::init();
+    session::init();
 }
