@@ -27,18 +27,57 @@ fn run(cmd: &mut Command) -> Result<String, String> {
     run_with_input(cmd, "")
 }
 
+/// How long one command (a psql call, pg_ctl, a build step) may take before it is killed and
+/// the test fails: `ESP_E2E_TIMEOUT` seconds, 300 by default. A hang fails the test instead of
+/// stalling CI.
+fn command_timeout() -> Duration {
+    let seconds = std::env::var("ESP_E2E_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    Duration::from_secs(seconds)
+}
+
 fn run_with_input(cmd: &mut Command, input: &str) -> Result<String, String> {
-    use std::io::Write;
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // its own process group, so that a timeout kills what it started too (runuser, sh)
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("{cmd:?}: {e}"))?;
-    child.stdin.take().unwrap().write_all(input.as_bytes()).map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let stdout = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
-    if out.status.success() { Ok(stdout) } else { Err(format!("{}{}", String::from_utf8_lossy(&out.stderr), stdout)) }
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + command_timeout();
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+            let _ = child.wait();
+            return Err(format!("{cmd:?}: no answer within {:?}: killed", command_timeout()));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    let _ = writer.join();
+    let stdout = String::from_utf8_lossy(&stdout.join().unwrap()).trim_end().to_string();
+    let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+    if status.success() { Ok(stdout) } else { Err(format!("{stderr}{stdout}")) }
 }
 
 fn as_postgres(program: &Path) -> Command {
@@ -62,6 +101,11 @@ pub fn sql_images(prefix: &Path, names: impl IntoIterator<Item = String>) {
         fs::write(dir.join(format!("{name}--1.0.sql")), "SELECT 1;\n").unwrap();
     }
     run_chmod_readable(prefix);
+}
+
+/// `text` as an SQL string literal.
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// A world-readable temporary directory (the server runs as `postgres`).
@@ -346,6 +390,38 @@ impl Server {
             assert!(Instant::now() < deadline, "{setting} never became {value}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// `pg_reload_conf()`, then waits until the reload is applied: the postmaster has run its
+    /// reload (our assign hooks included) and new backends see the new configuration.
+    pub fn reload(&self) {
+        static MARK: AtomicU16 = AtomicU16::new(0);
+        let mark = MARK.fetch_add(1, Ordering::Relaxed).to_string();
+        self.sql(&format!("ALTER SYSTEM SET esp_e2e.reload_mark = '{mark}'"));
+        self.reload_until("esp_e2e.reload_mark", &mark);
+    }
+
+    /// Runs `sql` in new sessions until `done` accepts its output (30 s at most); the output.
+    pub fn wait_for(&self, sql: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.try_sql(sql).unwrap_or_default();
+            if done(&out) {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "{sql}: never as expected; last: {out}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until another session is running a statement containing `text`.
+    pub fn wait_active(&self, text: &str) {
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() \
+             AND position({} in query) > 0",
+            quote_literal(text)
+        );
+        self.wait_for(&sql, |n| n != "0" && !n.is_empty());
     }
 
     /// Runs `sql` in a new session (a new backend); statements run one by one, stopping at the

@@ -25,7 +25,7 @@ fn oci_images_mounted_read_only_are_served_by_one_setting() {
     let root = dir.path();
     // this extension, packaged by scripts/package
     let pkg = root.join("pkg");
-    let out = Command::new(repo().join("scripts/package")).arg("--debug").arg(&pkg).output().unwrap();
+    let out = Command::new(repo().join("scripts/package")).arg(&pkg).output().unwrap();
     assert!(out.status.success(), "scripts/package: {}", String::from_utf8_lossy(&out.stderr));
     let version = fs::read_dir(pkg.join("extension_search_path/share/extension"))
         .unwrap()

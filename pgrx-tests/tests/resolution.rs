@@ -121,8 +121,7 @@ fn operator_set_core_paths_are_kept_and_merged() {
     assert!(libs.ends_with(&format!("/extension_search_path/server/lib:$libdir:{op}/lib")), "{libs}");
     // the operator changes its own value: still merged after the reload
     s.sql(&format!("ALTER SYSTEM SET extension_control_path = '{op}/share:$system'"));
-    s.sql("SELECT pg_reload_conf()");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    s.reload();
     let control = without_generation(&s.sql("SHOW extension_control_path"));
     assert!(control.ends_with(&format!("/extension_search_path/server/share:{op}/share:$system")), "{control}");
     s.sql("DROP EXTENSION isn; CREATE EXTENSION isn;");

@@ -282,7 +282,7 @@ fn a_backend_older_than_a_reload_never_undoes_it() {
         // a backend that will refresh after the reload, with the settings it started with
         let old =
             scope.spawn(|| s.sql("DO $$ BEGIN PERFORM pg_sleep(3); EXECUTE 'ALTER EXTENSION plpgsql UPDATE'; END $$"));
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        s.wait_active("PERFORM pg_sleep(3)");
         fs::create_dir(p.join("esp_new")).unwrap(); // its cached index is now out of date
         s.sql("ALTER SYSTEM SET extension_search_path.trusted_files_only = on");
         s.reload_until("extension_search_path.trusted_files_only", "on");

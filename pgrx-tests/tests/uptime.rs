@@ -82,13 +82,12 @@ fn session_catalogs_go_when_no_session_uses_them() {
     s.sql(&format!("BEGIN; {own_path} ROLLBACK;"));
     let live = std::thread::scope(|scope| {
         let long = scope.spawn(|| s.sql(&format!("{own_path} SELECT pg_sleep(4); SELECT cube_dim('(1,2)'::cube)")));
-        std::thread::sleep(std::time::Duration::from_secs(2));
+        s.wait_active("SELECT pg_sleep(4)");
         assert_eq!(sessions(), 1, "both sessions use the same catalog");
         let n =
             s.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(4)%' AND pid <> pg_backend_pid()");
         assert_eq!(n, "1");
-        s.sql("SELECT pg_reload_conf()");
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        s.reload();
         assert_eq!(sessions(), 1, "a catalog in use is kept");
         long.join().unwrap()
     });
@@ -117,7 +116,7 @@ fn a_reload_during_a_long_sync_is_not_lost() {
     std::thread::scope(|scope| {
         // a backend busy syncing the catalog for the old path while the path changes
         let long = scope.spawn(|| s.sql("SELECT count(*) > 0 FROM extension_search_path.rescan()"));
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        s.wait_active("extension_search_path.rescan()");
         s.sql(&format!("ALTER SYSTEM SET extension_search_path.path = '{new_path}'"));
         s.reload_until("extension_search_path.path", &new_path);
         long.join().unwrap();

@@ -120,14 +120,21 @@ pub fn has_empty_elements(value: &str) -> bool {
     SearchPath::parse(value).problems.iter().any(|p| p.message == EMPTY_ELEMENT)
 }
 
+/// The catalog an element under `our_root` belongs to (`server`, `session-<key>`), if it is one.
+fn catalog_of<'a>(element: &'a str, our_root: &str) -> Option<&'a str> {
+    element.strip_prefix(our_root)?.split('/').next().filter(|name| !name.is_empty())
+}
+
 /// Puts `ours` first in a core path setting (`extension_control_path`, `dynamic_library_path`),
-/// keeping every element the operator wrote, in order. Idempotent: an element that already is
-/// ours is moved to the front, not repeated; an element under `our_root` that is not `ours`
-/// (a session-specific catalog) means the value was written by us and is returned unchanged.
+/// keeping every element the operator wrote, in order. Idempotent: an element of the same
+/// catalog as `ours` (ours, or another generation of it, e.g. pasted from an older `SHOW`) is
+/// replaced by `ours` at the front, never repeated; an element of another catalog of ours (a
+/// session-specific catalog) means the value was written by us and is returned unchanged.
 pub fn merge_core_path(operator_value: &str, ours: &str, our_root: &str) -> String {
+    let own_catalog = catalog_of(ours, our_root);
     let mut rest = Vec::new();
     for element in operator_value.split(':') {
-        if element == ours {
+        if element == ours || (own_catalog.is_some() && catalog_of(element, our_root) == own_catalog) {
             continue;
         }
         if element.starts_with(our_root) {
@@ -249,6 +256,13 @@ mod tests {
         // a value naming a session catalog was written by us: untouched
         let session = "/data/esp/session-1/share:$system";
         assert_eq!(merge_core_path(session, ours, "/data/esp/"), session);
+        // another generation of our own catalog (an older SHOW pasted into SET) becomes ours
+        let ours = "/data/esp/server/gen-5/share";
+        assert_eq!(
+            merge_core_path("/x:/data/esp/server/gen-3/share:$system", ours, "/data/esp/"),
+            "/data/esp/server/gen-5/share:/x:$system"
+        );
+        assert_eq!(merge_core_path("/data/esp/server/current/share", ours, "/data/esp/"), ours);
     }
 
     #[test]

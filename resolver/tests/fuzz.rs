@@ -29,15 +29,28 @@ proptest! {
     #[test]
     fn path_parser_on_path_like_values(parts in prop::collection::vec(prop_oneof![
         Just("$system".to_string()), Just(String::new()), Just("$libdir".to_string()),
-        "/[a-z/.]{0,20}", "[a-z.]{1,10}", "\\$system/[a-z]{1,5}"], 0..12)) {
+        "/[a-z/.]{0,20}", "[a-z.]{1,10}", "\\$system/[a-z]{1,5}",
+        "/r/server/gen-[0-9]{1,2}/share", "/r/session-[a-z]{1,2}/gen-1/share"], 0..12)) {
         let value = parts.join(":");
         let p = SearchPath::parse(&value);
         prop_assert_eq!(p.elements.iter().filter(|e| **e == Element::System).count(), 1);
-        // an element under our root means the value was written by us (a session catalog)
-        prop_assume!(!parts.iter().any(|p| p.starts_with("/r/")));
-        let merged = merge_core_path(&value, "/r/server/share", "/r/");
-        prop_assert!(merged.starts_with("/r/server/share"));
-        prop_assert_eq!(merge_core_path(&merged, "/r/server/share", "/r/"), merged.clone());
+        let ours = "/r/server/gen-7/share";
+        let merged = merge_core_path(&value, ours, "/r/");
+        if parts.iter().any(|p| p.starts_with("/r/") && !p.starts_with("/r/server/")) {
+            // a value naming another catalog of ours (a session's) was written by us (SET
+            // semantics): untouched
+            prop_assert_eq!(merged, value);
+        } else {
+            // ours first, once; every other element kept, in order; idempotent
+            prop_assert!(merged.starts_with(ours));
+            prop_assert_eq!(merged.split(':').filter(|e| e.starts_with("/r/")).count(), 1);
+            let others: Vec<&str> = value.split(':').filter(|e| !e.starts_with("/r/")).collect();
+            let kept: Vec<&str> = merged.split(':').skip(1).collect();
+            if !value.is_empty() {
+                prop_assert_eq!(kept, others);
+            }
+            prop_assert_eq!(merge_core_path(&merged, ours, "/r/"), merged.clone());
+        }
     }
 
     #[test]
