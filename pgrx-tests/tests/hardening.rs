@@ -43,7 +43,8 @@ fn bad_values_from_the_configuration_file_never_stop_the_server() {
     assert!(s.log().contains("more than 8192: ignored, only $system is searched"), "{}", s.log());
     s.sql("CREATE EXTENSION extension_search_path");
     // ALTER SYSTEM is validated like the file: accepted, then skipped with a WARNING at reload
-    s.sql(&format!("ALTER SYSTEM SET extension_search_path.path = 'relative:{}:/nope'", fixtures().prefix("cnpg")));
+    let cnpg = fixtures().prefix("cnpg");
+    s.sql(&format!("ALTER SYSTEM SET extension_search_path.path = 'relative:{cnpg}:$libdir:{cnpg}:/nope'"));
     s.reload();
     s.sql("CREATE EXTENSION hstore");
     s.restart();
@@ -52,6 +53,8 @@ fn bad_values_from_the_configuration_file_never_stop_the_server() {
         log.contains("\"relative\": relative path element ignored") && log.contains("/nope: could not read directory"),
         "{log}"
     );
+    assert!(log.contains("\"$libdir\": "), "$libdir is named: {log}");
+    assert!(log.contains(&format!("\"{cnpg}\": duplicate path element ignored")), "{log}");
     assert_eq!(s.sql("SELECT ('a=>1'::hstore) -> 'a'"), "1");
     s.assert_no_crash();
 }

@@ -7,6 +7,92 @@ use esp_resolver::mounts::parse_mountinfo;
 use esp_resolver::path::{Element, SearchPath, merge_core_path};
 use proptest::prelude::*;
 
+/// A small PostgreSQL-style module compiled by the test: a soname, a `DT_NEEDED` (libm), a
+/// `DT_RUNPATH`, the exported `Pg_magic_func` and a magic block for major 18. About 16 kB, so that
+/// damage anywhere in it lands in what the reader looks at.
+fn small_module() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("m.c");
+    std::fs::write(
+        &src,
+        "#include <math.h>\n\
+         static const struct { int len, version, funcmaxargs, indexmaxkeys, namedatalen, float8byval; \
+           char abi[32]; const char *name, *ver; } magic = { sizeof(magic), 1800, 100, 32, 64, 1, \"PostgreSQL\", 0, 0 };\n\
+         const void *Pg_magic_func(void) { return &magic; }\n\
+         double m_sqrt(double x) { return sqrt(x); }\n",
+    )
+    .unwrap();
+    let out = dir.path().join("m.so");
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .args([
+            "-Wl,-soname,m.so",
+            "-Wl,--no-as-needed",
+            "-lm",
+            "-Wl,-rpath,$ORIGIN/../system",
+            "-Wl,--enable-new-dtags",
+        ])
+        .status()
+        .expect("cc runs");
+    assert!(status.success());
+    std::fs::read(out).unwrap()
+}
+
+/// Damages the small module anywhere (up to 8 bytes, and a cut in a quarter of the cases) and
+/// counts how far each damaged copy gets through the reader: refused, headers read, dynamic
+/// entries read, the module's symbol found, the magic block found. Every stage must be reached
+/// by damaged input, so the reader's own code — not only goblin's — sees it; none may panic.
+#[test]
+fn elf_reader_on_small_modules_damaged_anywhere() {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let module = small_module();
+    let clean = parse_elf(&module).unwrap();
+    assert_eq!(clean.soname.as_deref(), Some("m.so"));
+    assert_eq!(clean.pg_major, Some(18));
+    assert!(clean.needed.iter().any(|n| n.starts_with("libm.so")));
+    let len = module.len();
+    let stages: [AtomicUsize; 5] = Default::default();
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000);
+    // the same cases on every run: the stage counts are asserted
+    let rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+    let mut runner = TestRunner::new_with_rng(Config { cases, ..Config::default() }, rng);
+    let damage = (prop::collection::vec((0..len, any::<u8>()), 1..8), prop::option::weighted(0.25, 0..len));
+    runner
+        .run(&damage, |(edits, cut)| {
+            let mut bytes = module.clone();
+            for (at, value) in edits {
+                bytes[at] = value;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut);
+            }
+            let stage = match parse_elf(&bytes) {
+                Err(_) => 0,
+                Ok(info) if info.pg_major.is_some() => 4,
+                Ok(info) if info.is_pg_module => 3,
+                Ok(info) if !info.needed.is_empty() || info.soname.is_some() => 2,
+                Ok(_) => 1,
+            };
+            stages[stage].fetch_add(1, Relaxed);
+            Ok(())
+        })
+        .unwrap();
+    let counts: Vec<usize> = stages.iter().map(|c| c.load(Relaxed)).collect();
+    eprintln!(
+        "{cases} damaged copies of a {len}-byte module: {} refused, {} stopped after the headers, \
+         {} after the dynamic entries, {} after the module's symbol, {} read through the magic block",
+        counts[0], counts[1], counts[2], counts[3], counts[4]
+    );
+    if cases >= 500 {
+        for (stage, count) in counts.iter().enumerate() {
+            assert!(*count > 0, "no damaged copy ended at stage {stage}: {counts:?}");
+        }
+    }
+}
+
 fn libc_bytes() -> Vec<u8> {
     ["/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/usr/lib64/libc.so.6"]
         .iter()

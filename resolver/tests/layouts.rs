@@ -504,3 +504,55 @@ fn odd_directory_names_are_written_so_postgres_reads_them_back() {
     let control = ControlFile::parse_bytes(&text).unwrap();
     assert_eq!(control.get("directory"), Some(t.p("ext/img\nnl/share/extension").to_str().unwrap()));
 }
+
+#[test]
+fn in_one_directory_the_rfc_control_file_comes_before_share_extension() {
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    t.cnpg("ext", "semver", &["semver"]);
+    let index = t.index("@/ext");
+    let copies = index.copies("semver");
+    assert_eq!(copies.len(), 2);
+    assert_eq!(copies[0].layout, Layout::Rfc);
+    assert_eq!(copies[0].control_file, t.p("ext/semver/semver.control"));
+    assert_eq!(copies[1].control_file, t.p("ext/semver/share/extension/semver.control"));
+}
+
+#[test]
+fn a_directory_is_read_up_to_100000_entries() {
+    let t = Tree::new();
+    // 100,000 entries that are no extensions, then more: the scan stops at the limit, in time
+    for i in 0..100_010 {
+        fs::create_dir_all(t.p("ext").join(format!("d{i:06}"))).unwrap();
+    }
+    t.rfc("ext", "semver");
+    let started = std::time::Instant::now();
+    let index = t.index("@/ext");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    // which entries are read is the directory's order: semver may or may not be among the first
+    // 100,000, but the images seen are never more than the limit
+    assert!(index.images.len() <= esp_resolver::safe_fs::MAX_DIR_ENTRIES, "{}", index.images.len());
+}
+
+#[test]
+fn trust_is_judged_on_a_symlink_s_target_and_on_libraries() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Tree::new();
+    // an image outside the prefix reached through a link: the target's files are judged
+    t.rfc("elsewhere", "linked");
+    fs::create_dir_all(t.p("ext")).unwrap();
+    std::os::unix::fs::symlink(t.p("elsewhere/linked"), t.p("ext/linked")).unwrap();
+    fs::set_permissions(t.p("elsewhere/linked/linked.control"), fs::Permissions::from_mode(0o666)).unwrap();
+    // a library writable by others
+    t.rfc("ext", "loosely");
+    fs::set_permissions(t.p("ext/loosely/lib/loosely.so"), fs::Permissions::from_mode(0o666)).unwrap();
+    let report = Catalog::new(t.p("cat")).sync(&t.index("@/ext"), true).unwrap();
+    let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert!(text.iter().any(|p| p.contains("linked.control") && p.contains("writable by group or others")), "{text:?}");
+    assert!(text.iter().any(|p| p.contains("loosely.so") && p.contains("not trusted, left out")), "{text:?}");
+    assert_eq!(report.extensions, 1, "loosely's control file is fine: {text:?}");
+    assert_eq!(report.libraries, 1, "linked.so only: {text:?}");
+    let catalog = Catalog::new(t.p("cat"));
+    assert!(catalog.library_dir().join("linked.so").exists());
+    assert!(!catalog.library_dir().join("loosely.so").exists());
+}
