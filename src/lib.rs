@@ -1,3 +1,4 @@
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 //! extension_search_path: PostgreSQL finds extensions in per-extension directories under a list
 //! of prefixes (`extension_search_path.path`), in the RFC layout and the CloudNativePG image layout.
 //!

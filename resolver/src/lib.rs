@@ -1,3 +1,4 @@
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 //! The PostgreSQL-free core of `extension_search_path`.
 //!
 //! Everything here is plain Rust over the filesystem, unit tested with `cargo test` on temporary
