@@ -264,6 +264,14 @@ fn cached(value: &str, enforce: bool) -> Option<Arc<Index>> {
     cache.as_ref().filter(|c| c.value == value && c.enforce == enforce && c.index.is_current()).map(|c| c.index.clone())
 }
 
+/// What this process's last sync made the catalog serve (for `rescan()`).
+static LAST_SYNC: Mutex<Option<esp_resolver::SyncReport>> = Mutex::new(None);
+
+/// Takes the report of this process's last sync.
+pub fn take_last_sync() -> Option<esp_resolver::SyncReport> {
+    LAST_SYNC.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
 /// Makes `catalog` serve the winners of `value`, scanning when the cache or the catalog does not
 /// already serve them; the index when one was at hand or built (`None`: the catalog was current
 /// and no scan was needed, or the sync was not done). Problems are reported at `level` with the
@@ -360,6 +368,7 @@ fn refresh_with(
             for problem in &report.problems {
                 crate::messages::warn(level, format!("extension_search_path: {problem}"));
             }
+            *LAST_SYNC.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
         }
         Ok(None) => {
             complete = false;

@@ -118,14 +118,26 @@ copies_function!(
 );
 
 /// Rescans the session's path now and updates the catalog (as CREATE EXTENSION does), so
-/// `pg_available_extensions` shows directories added since. Returns what the catalog serves.
+/// `pg_available_extensions` shows directories added since. Returns how many extensions and
+/// libraries the catalog now serves (outside `$system`), and every problem met: path elements
+/// and directories that could not be scanned, and what was left out of the catalog, and why.
 #[pg_extern]
 fn rescan() -> TableIterator<'static, (name!(extensions, i64), name!(libraries, i64), name!(problems, Vec<String>))> {
+    let _ = crate::server::take_last_sync();
     let index = crate::server::refresh_session(crate::server::Refresh::Full, true)
         .unwrap_or_else(|| crate::server::index_for(&crate::gucs::path()));
-    let extensions = index.winners().filter(|c| c.prefix.is_some()).count() as i64;
-    let libraries = index.library_winners().filter(|l| l.prefix.is_some()).count() as i64;
-    let problems = index.problems.iter().map(ToString::to_string).collect();
+    let mut problems: Vec<String> = index.problems.iter().map(ToString::to_string).collect();
+    let (extensions, libraries) = match crate::server::take_last_sync() {
+        Some(report) => {
+            problems.extend(report.problems.iter().map(ToString::to_string));
+            (report.extensions as i64, report.libraries as i64)
+        }
+        // not synced (an error, reported as such): what the path offers
+        None => (
+            index.winners().filter(|c| c.prefix.is_some()).count() as i64,
+            index.library_winners().filter(|l| l.prefix.is_some()).count() as i64,
+        ),
+    };
     TableIterator::once((extensions, libraries, problems))
 }
 

@@ -80,9 +80,12 @@ fn run_with_input(cmd: &mut Command, input: &str) -> Result<String, String> {
     if status.success() { Ok(stdout) } else { Err(format!("{stderr}{stdout}")) }
 }
 
+/// `program` run as postgres. Variables that cargo sets for its test binaries (the loader's
+/// search path among them) are not passed on: a server sees the environment a service would.
 fn as_postgres(program: &Path) -> Command {
     let mut cmd = Command::new("runuser");
     cmd.args(["-u", "postgres", "--"]).arg(program);
+    cmd.env_remove("LD_LIBRARY_PATH");
     cmd
 }
 
@@ -357,14 +360,10 @@ impl Server {
             self.data.display(),
             self.data.join("server.log").display()
         ));
-        run(Command::new("unshare").envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).args([
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &script,
-        ]))
+        run(Command::new("unshare")
+            .env_remove("LD_LIBRARY_PATH")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .args(["-m", "--propagation", "private", "sh", "-c", &script]))
         .unwrap_or_else(|e| panic!("server did not start in its namespace: {e}\n{}", self.log()));
         self.running = true;
     }
