@@ -27,6 +27,11 @@ fn run(cmd: &mut Command) -> Result<String, String> {
     run_with_input(cmd, "")
 }
 
+/// Runs `cmd` (killed after the command timeout); its stdout, or stderr and stdout on failure.
+pub fn run_command(cmd: &mut Command) -> Result<String, String> {
+    run(cmd)
+}
+
 /// How long one command (a psql call, pg_ctl, a build step) may take before it is killed and
 /// the test fails: `ESP_E2E_TIMEOUT` seconds, 300 by default. A hang fails the test instead of
 /// stalling CI.
@@ -49,34 +54,50 @@ fn run_with_input(cmd: &mut Command, input: &str) -> Result<String, String> {
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_string();
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    // Each pipe is read by a thread that sends what it read when the pipe closes.
     let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
             if let Some(mut pipe) = pipe {
                 let _ = pipe.read_to_end(&mut bytes);
             }
-            bytes
-        })
+            let _ = tx.send(bytes);
+        });
+        rx
     };
     let stdout = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let stderr = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let deadline = Instant::now() + command_timeout();
+    let kill_group = |child: &mut std::process::Child| {
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+        let _ = child.kill();
+        let _ = child.wait();
+    };
     let mut pause = Duration::from_millis(1);
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
+            break Some(status);
         }
         if Instant::now() > deadline {
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
-            let _ = child.wait();
-            return Err(format!("{cmd:?}: no answer within {:?}: killed", command_timeout()));
+            kill_group(&mut child);
+            break None;
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     };
     let _ = writer.join();
-    let stdout = String::from_utf8_lossy(&stdout.join().unwrap()).trim_end().to_string();
-    let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+    // What the pipes held, waiting no longer than the deadline (a descendant that left the
+    // group may keep them open).
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        String::from_utf8_lossy(&rx.recv_timeout(left).unwrap_or_default()).into_owned()
+    };
+    let stdout = collect(stdout).trim_end().to_string();
+    let stderr = collect(stderr);
+    let Some(status) = status else {
+        return Err(format!("{cmd:?}: no answer within {:?}: killed\n{stderr}{stdout}", command_timeout()));
+    };
     if status.success() { Ok(stdout) } else { Err(format!("{stderr}{stdout}")) }
 }
 
@@ -385,7 +406,8 @@ impl Server {
     pub fn reload_until(&self, setting: &str, value: &str) {
         self.sql("SELECT pg_reload_conf()");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.sql(&format!("SHOW {setting}")) != value {
+        // a backend forked before the postmaster applied the reload may not know the setting yet
+        while self.try_sql(&format!("SHOW {setting}")).as_deref() != Ok(value) {
             assert!(Instant::now() < deadline, "{setting} never became {value}");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -404,13 +426,30 @@ impl Server {
     pub fn wait_for(&self, sql: &str, done: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = self.try_sql(sql).unwrap_or_default();
-            if done(&out) {
-                return out;
+            let out = self.try_sql(sql);
+            if let Ok(out) = &out
+                && done(out)
+            {
+                return out.clone();
             }
-            assert!(Instant::now() < deadline, "{sql}: never as expected; last: {out}");
+            assert!(Instant::now() < deadline, "{sql}: never as expected; last: {out:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// A statement that waits until [`Server::go`] is called (made ready by [`Server::hold_until_go`]):
+    /// a session held at a point the test chooses, with no timing involved.
+    pub const WAIT_FOR_GO: &'static str =
+        "DO $$ BEGIN LOOP EXIT WHEN EXISTS (SELECT FROM esp_go); PERFORM pg_sleep(0.02); END LOOP; END $$";
+
+    /// Prepares [`Server::WAIT_FOR_GO`].
+    pub fn hold_until_go(&self) {
+        self.sql("DROP TABLE IF EXISTS esp_go; CREATE TABLE esp_go(); GRANT SELECT ON esp_go TO PUBLIC");
+    }
+
+    /// Releases the sessions waiting in [`Server::WAIT_FOR_GO`].
+    pub fn go(&self) {
+        self.sql("INSERT INTO esp_go DEFAULT VALUES");
     }
 
     /// Waits until another session is running a statement containing `text`.
@@ -472,7 +511,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.running {
+        // also after a start that timed out or a stop that failed: never leave a server behind
+        if self.running || self.data.join("postmaster.pid").exists() {
             let _ =
                 run(as_postgres(&pg_bin().join("pg_ctl")).args(["-m", "immediate", "-D"]).arg(&self.data).arg("stop"));
         }

@@ -54,17 +54,20 @@ fn a_session_s_settings_stay_in_that_session_and_ours_are_guarded() {
     let s = Server::with_path(&format!("$system:{cnpg}"), &[]);
     s.sql("CREATE ROLE plain LOGIN");
     // one session with a path of its own, alive while others look
+    s.hold_until_go();
     std::thread::scope(|scope| {
         let own = scope.spawn(|| {
             s.sql(&format!(
-                "SET extension_search_path.path = '$system:{rfc}'; CREATE EXTENSION cube; SELECT pg_sleep(3); \
-                 SELECT count(*) FROM pg_available_extensions WHERE name = 'cube'"
+                "SET extension_search_path.path = '$system:{rfc}'; CREATE EXTENSION cube; {}; \
+                 SELECT count(*) FROM pg_available_extensions WHERE name = 'cube'",
+                Server::WAIT_FOR_GO
             ))
         });
-        s.wait_active("SELECT pg_sleep(3)");
+        s.wait_active("EXISTS (SELECT FROM esp_go)");
         assert_eq!(s.sql("SHOW extension_search_path.path"), format!("$system:{cnpg}"));
         assert_eq!(available(&s, "cube"), "0", "another session does not see that session's path");
         assert_eq!(available(&s, "hstore"), "1");
+        s.go();
         assert_eq!(own.join().unwrap().lines().last(), Some("1"), "the session itself does");
     });
     // the setting is superuser-only: hidden from plain roles
@@ -163,6 +166,9 @@ fn bundled_libraries_at_alter_create_function_and_cascade_and_they_win_over_the_
     .unwrap();
     // esp_shadow needs libexpat.so.1, which the system has too: the image's copy must win (the
     // system's has no esp_shadow_bundled, so the module would not load with it)
+    let system_copy =
+        ["/lib/x86_64-linux-gnu/libexpat.so.1", "/lib/aarch64-linux-gnu/libexpat.so.1", "/usr/lib64/libexpat.so.1"];
+    assert!(system_copy.iter().any(|p| Path::new(p).exists()), "the system has no libexpat.so.1 to compete with");
     let shadow = c.join("esp_shadow");
     module_with_bundled(&shadow, "esp_shadow", "libexpat.so.1", "esp_shadow_bundled", 7);
     sql_extension(
@@ -221,7 +227,8 @@ fn debian_s_plpgsql_check_preloaded_and_pg_ivm_served_from_images() {
     mkimage("rfc", &deb("postgresql-18-pg-ivm"), &p.join("pg_ivm"));
     let s = Server::with_path(
         &format!("$system:{}", p.display()),
-        &["shared_preload_libraries = 'extension_search_path, plpgsql_check'"],
+        // pg_ivm asks to be preloaded (shared or session): here from its image, per session
+        &["shared_preload_libraries = 'extension_search_path, plpgsql_check'", "session_preload_libraries = 'pg_ivm'"],
     );
     // plpgsql_check: preloaded by bare name from its image, and doing its job
     assert_eq!(s.sql("SHOW plpgsql_check.mode"), "by_function");

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use esp_e2e::{Server, deb, mkimage, oci_image, repo, tempdir, umoci_unpack};
+use esp_e2e::{Server, deb, mkimage, oci_image, repo, run_command, tempdir, umoci_unpack};
 
 /// Builds an OCI image from `source` in `layout` and unpacks it; returns the rootfs.
 fn image(root: &Path, name: &str, layout: &str, source: &str) -> PathBuf {
@@ -25,8 +25,8 @@ fn oci_images_mounted_read_only_are_served_by_one_setting() {
     let root = dir.path();
     // this extension, packaged by scripts/package
     let pkg = root.join("pkg");
-    let out = Command::new(repo().join("scripts/package")).arg(&pkg).output().unwrap();
-    assert!(out.status.success(), "scripts/package: {}", String::from_utf8_lossy(&out.stderr));
+    run_command(Command::new(repo().join("scripts/package")).arg(&pkg))
+        .unwrap_or_else(|e| panic!("scripts/package: {e}"));
     let version = fs::read_dir(pkg.join("extension_search_path/share/extension"))
         .unwrap()
         .flatten()

@@ -27,11 +27,11 @@ fn interactive_set_refuses_bad_values_with_a_clear_error() {
     }
     let cnpg = fixtures().prefix("cnpg");
     let out = s.psql_script(&format!(
-        "SET extension_search_path.path = '$system::{cnpg}';\nSHOW extension_search_path.path;\n"
+        "SET extension_search_path.path = '$system::{cnpg}';\nSELECT 'shown:' || current_setting('extension_search_path.path');\n"
     ));
     assert!(out.contains("WARNING:  extension_search_path.path: empty path elements are ignored"), "{out}");
     assert!(!out.contains("ERROR"), "empty elements only warn: {out}");
-    assert!(out.contains(&format!("$system::{cnpg}")), "the value is taken: {out}");
+    assert!(out.contains(&format!("shown:$system::{cnpg}")), "the value is taken: {out}");
     let err = s.sql_err("CREATE ROLE r; ALTER ROLE r SET extension_search_path.path = 'relative'");
     assert!(err.contains("invalid value for parameter"), "{err}");
 }
@@ -91,7 +91,10 @@ fn hostile_trees_never_hang_crash_or_hide_good_images() {
     mkfifo(&p.join("seg/share/extension/seg--1.4.control"));
     // a non-UTF-8 name, 5,000 directories, a prefix near PATH_MAX; a good image listed after
     // all of them
-    fs::create_dir_all(p.join(std::ffi::OsStr::from_bytes(b"bad\xff\xfename/share/extension"))).unwrap();
+    let bad = p.join(std::ffi::OsStr::from_bytes(b"bad\xff\xfename/share/extension"));
+    fs::create_dir_all(&bad).unwrap();
+    fs::write(bad.join("badname.control"), "default_version = '1.0'\n").unwrap();
+    fs::write(bad.join("badname--1.0.sql"), "SELECT 1;\n").unwrap();
     for i in 0..5000 {
         fs::create_dir(p.join(format!("empty{i:04}"))).unwrap();
     }
@@ -109,14 +112,19 @@ fn hostile_trees_never_hang_crash_or_hide_good_images() {
     s.sql("CREATE EXTENSION extension_search_path; CREATE EXTENSION hstore; CREATE EXTENSION cube;");
     assert_eq!(s.sql("SELECT ('a=>1'::hstore) -> 'a'"), "1");
     assert_eq!(s.sql("SELECT cube_dim('(1,2)'::cube)"), "2");
+    // an image whose directory name is not UTF-8: PostgreSQL could not be given its script
+    // directory, so it is left out, and said so
+    let err = s.sql_err("CREATE EXTENSION badname");
+    assert!(err.contains("extension \"badname\" is not available"), "{err}");
     // scanned past the non-UTF-8 name and the 5,000 directories
     s.sql("CREATE EXTENSION citext");
     assert_eq!(s.sql("SELECT 'A'::citext = 'a'::citext"), "t");
     // links that lead nowhere and directories without an extension are no extensions
     let ours =
         "SELECT string_agg(name, ',' ORDER BY name) FROM extension_search_path.extensions() WHERE layout <> 'system'";
-    // (isn, noise and seg are copies found and left out of the catalog, with their reasons below)
-    assert_eq!(s.sql(ours), "citext,cube,hstore,isn,noise,seg", "only the images' control files");
+    // (badname, isn, noise and seg are copies found and left out of the catalog, with their
+    // reasons)
+    assert_eq!(s.sql(ours), "badname,citext,cube,hstore,isn,noise,seg", "only the images' control files");
     let links = "SELECT count(*) FROM extension_search_path.images() WHERE name LIKE 'loop%' OR name = 'dangling'";
     assert_eq!(s.sql(links), "0");
     let empty = "SELECT count(*) FILTER (WHERE cardinality(extensions) = 0 AND cardinality(libraries) = 0), count(*) \
@@ -174,7 +182,7 @@ fn rolled_back_and_failed_statements_leave_the_session_settings_as_they_were() {
          BEGIN; SET extension_search_path.path = '{rfc}'; CREATE EXTENSION cube; SELECT 'created', count(*) FROM pg_extension WHERE extname = 'cube'; ROLLBACK;\n\
          BEGIN; SET extension_search_path.path = '{rfc}'; CREATE EXTENSION cube VERSION '1.4'; ALTER EXTENSION cube UPDATE; SELECT 'updated', extversion FROM pg_extension WHERE extname = 'cube'; ROLLBACK;\n\
          BEGIN; SET extension_search_path.path = '{rfc}'; CREATE EXTENSION does_not_exist; ROLLBACK;\n\
-         BEGIN; SAVEPOINT a; SET extension_search_path.path = '{cnpg}:{rfc}'; CREATE EXTENSION earthdistance CASCADE; ROLLBACK TO a; COMMIT;\n\
+         BEGIN; SAVEPOINT a; SET extension_search_path.path = '{cnpg}:{rfc}'; CREATE EXTENSION earthdistance CASCADE; SELECT 'cascaded', count(*) FROM pg_extension WHERE extname IN ('cube', 'earthdistance'); ROLLBACK TO a; COMMIT;\n\
          SELECT 'after', current_setting('extension_control_path'), current_setting('dynamic_library_path'), current_setting('extension_search_path.path');\n\
          SELECT count(*) FROM pg_extension WHERE extname IN ('cube', 'earthdistance');\n"
     );
@@ -184,6 +192,7 @@ fn rolled_back_and_failed_statements_leave_the_session_settings_as_they_were() {
     assert_eq!(lines[0].trim_start_matches("before"), lines[1].trim_start_matches("after"), "{out}");
     assert!(out.lines().any(|l| l == "created|1"), "the CREATE inside the transaction worked: {out}");
     assert!(out.lines().any(|l| l == "updated|1.5"), "the ALTER inside the transaction worked: {out}");
+    assert!(out.lines().any(|l| l == "cascaded|2"), "the CASCADE inside the savepoint worked: {out}");
     assert!(out.ends_with('0'), "{out}");
     s.assert_no_crash();
 }

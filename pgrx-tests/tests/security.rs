@@ -278,16 +278,27 @@ fn a_backend_older_than_a_reload_never_undoes_it() {
     let s = Server::with_path(&format!("$system:{}", p.display()), &["extension_search_path.trusted_files_only = off"]);
     let available = "SELECT count(*) FROM pg_available_extensions WHERE name = 'esp_foreign'";
     assert_eq!(s.sql(available), "1");
+    s.hold_until_go();
+    s.sql("CREATE TABLE esp_seen(trusted_files_only text)");
     std::thread::scope(|scope| {
-        // a backend that will refresh after the reload, with the settings it started with
-        let old =
-            scope.spawn(|| s.sql("DO $$ BEGIN PERFORM pg_sleep(3); EXECUTE 'ALTER EXTENSION plpgsql UPDATE'; END $$"));
-        s.wait_active("PERFORM pg_sleep(3)");
+        // a backend that will refresh after the reload, with the settings it started with (a
+        // backend applies a reload only between statements)
+        let old = scope.spawn(|| {
+            s.sql(
+                "DO $$ BEGIN \
+                   LOOP EXIT WHEN EXISTS (SELECT FROM esp_go); PERFORM pg_sleep(0.02); END LOOP; \
+                   INSERT INTO esp_seen SELECT current_setting('extension_search_path.trusted_files_only'); \
+                   EXECUTE 'ALTER EXTENSION plpgsql UPDATE'; END $$",
+            )
+        });
+        s.wait_active("EXISTS (SELECT FROM esp_go)");
         fs::create_dir(p.join("esp_new")).unwrap(); // its cached index is now out of date
         s.sql("ALTER SYSTEM SET extension_search_path.trusted_files_only = on");
         s.reload_until("extension_search_path.trusted_files_only", "on");
         assert_eq!(s.sql(available), "0", "the postmaster left the untrusted extension out");
+        s.go();
         old.join().unwrap();
+        assert_eq!(s.sql("SELECT * FROM esp_seen"), "off", "the old backend ran its ALTER with its old settings");
     });
     assert_eq!(s.sql(available), "0", "the old backend put it back");
     assert!(s.sql_err("CREATE EXTENSION esp_foreign").contains("is not available"));

@@ -55,10 +55,12 @@ fn elf_reader_on_small_modules_damaged_anywhere() {
     assert!(clean.needed.iter().any(|n| n.starts_with("libm.so")));
     let len = module.len();
     let stages: [AtomicUsize; 5] = Default::default();
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000);
+    // a fixed number of cases: the stage counts are asserted
+    let cases = 2000;
     // the same cases on every run: the stage counts are asserted
     let rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
-    let mut runner = TestRunner::new_with_rng(Config { cases, ..Config::default() }, rng);
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, rng);
     let damage = (prop::collection::vec((0..len, any::<u8>()), 1..8), prop::option::weighted(0.25, 0..len));
     runner
         .run(&damage, |(edits, cut)| {
@@ -86,10 +88,8 @@ fn elf_reader_on_small_modules_damaged_anywhere() {
          {} after the dynamic entries, {} after the module's symbol, {} read through the magic block",
         counts[0], counts[1], counts[2], counts[3], counts[4]
     );
-    if cases >= 500 {
-        for (stage, count) in counts.iter().enumerate() {
-            assert!(*count > 0, "no damaged copy ended at stage {stage}: {counts:?}");
-        }
+    for (stage, count) in counts.iter().enumerate() {
+        assert!(*count > 0, "no damaged copy ended at stage {stage}: {counts:?}");
     }
 }
 
@@ -116,13 +116,16 @@ proptest! {
     fn path_parser_on_path_like_values(parts in prop::collection::vec(prop_oneof![
         Just("$system".to_string()), Just(String::new()), Just("$libdir".to_string()),
         "/[a-z/.]{0,20}", "[a-z.]{1,10}", "\\$system/[a-z]{1,5}",
-        "/r/server/gen-[0-9]{1,2}/share", "/r/session-[a-z]{1,2}/gen-1/share"], 0..12)) {
+        "/r/server/gen-[0-9]{1,2}/share", "/r/session-[a-z]{1,2}/gen-1/share", Just("/r/server".to_string()),
+        Just("/r/server/".to_string()), Just("/r/server/current/lib".to_string()), Just("/r/".to_string())], 0..12)) {
         let value = parts.join(":");
         let p = SearchPath::parse(&value);
         prop_assert_eq!(p.elements.iter().filter(|e| **e == Element::System).count(), 1);
         let ours = "/r/server/gen-7/share";
         let merged = merge_core_path(&value, ours, "/r/");
-        if parts.iter().any(|p| p.starts_with("/r/") && !p.starts_with("/r/server/")) {
+        // the catalog an element of ours belongs to: its first component under the root
+        let own = |e: &str| e.strip_prefix("/r/").and_then(|r| r.split('/').next()) == Some("server");
+        if parts.iter().any(|p| p.starts_with("/r/") && !own(p)) {
             // a value naming another catalog of ours (a session's) was written by us (SET
             // semantics): untouched
             prop_assert_eq!(merged, value);
