@@ -170,7 +170,15 @@ pub fn refresh_session(how: Refresh, loud: bool) -> Option<Arc<Index>> {
 
 /// The generations this process's settings may name (the current value, the reset value, values
 /// saved by SET LOCAL or function SET clauses), held so that no other process removes them.
-static HELD: Mutex<Vec<esp_resolver::catalog::InUse>> = Mutex::new(Vec::new());
+static HELD: Mutex<Vec<Arc<esp_resolver::catalog::InUse>>> = Mutex::new(Vec::new());
+
+/// Keeps `held` among this process's claims (once per generation).
+fn keep(held: Arc<esp_resolver::catalog::InUse>) {
+    let mut all = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    if !all.iter().any(|h| h.dir == held.dir) {
+        all.push(held);
+    }
+}
 
 /// Gives up the claims on generations that no value of the core settings names any more (the
 /// server generation this process uses is always kept: the settings name it from start on).
@@ -199,10 +207,7 @@ pub fn server_generation() -> PathBuf {
 fn adopt(catalog: &Catalog) -> Option<PathBuf> {
     let held = catalog.adopt().ok()??;
     let dir = held.dir.clone();
-    let mut all = HELD.lock().unwrap_or_else(|e| e.into_inner());
-    if !all.iter().any(|h| h.dir == dir) {
-        all.push(held);
-    }
+    keep(Arc::new(held));
     Some(dir)
 }
 
@@ -367,6 +372,10 @@ fn refresh_with(
         Ok(Some(report)) => {
             for problem in &report.problems {
                 crate::messages::warn(level, format!("extension_search_path: {problem}"));
+            }
+            // the generation it made or found current stays ours until we adopt it
+            if let Some(held) = &report.held {
+                keep(held.clone());
             }
             *LAST_SYNC.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
         }

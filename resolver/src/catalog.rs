@@ -47,7 +47,7 @@ pub struct Catalog {
 }
 
 /// What a sync did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 pub struct SyncReport {
     /// Extensions and libraries the catalog serves (not counting `$system`).
     pub extensions: usize,
@@ -66,6 +66,9 @@ pub struct SyncReport {
     pub generation: Option<PathBuf>,
     /// Earlier generations (and leftovers of syncs cut short) removed by this sync.
     pub collected: usize,
+    /// A claim on `generation`, taken under the catalog's lock: no collection can remove it
+    /// before the caller adopts it.
+    pub held: Option<std::sync::Arc<InUse>>,
 }
 
 /// The element a generation gives `extension_control_path` (PostgreSQL appends `/extension`).
@@ -158,18 +161,25 @@ impl Catalog {
 
     /// Whether this process can take the catalog's lock right now (`None`: another holds it).
     fn lock(&self, wait: bool) -> io::Result<Option<fs::File>> {
-        dir_builder().create(&self.root)?;
-        let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.root.join(".lock"))?;
-        if wait {
-            lock.lock()?;
-        } else {
-            match lock.try_lock() {
-                Ok(()) => {}
-                Err(fs::TryLockError::WouldBlock) => return Ok(None),
-                Err(fs::TryLockError::Error(e)) => return Err(e),
+        loop {
+            dir_builder().create(&self.root)?;
+            let path = self.root.join(".lock");
+            let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+            if wait {
+                lock.lock()?;
+            } else {
+                match lock.try_lock() {
+                    Ok(()) => {}
+                    Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                    Err(fs::TryLockError::Error(e)) => return Err(e),
+                }
+            }
+            // A collection may have removed the catalog (its lock file with it) while this
+            // process waited: a lock on a file no longer at the path locks nothing.
+            if same_file(&lock, &path) {
+                return Ok(Some(lock));
             }
         }
-        Ok(Some(lock))
     }
 
     fn sync_locking(
@@ -199,7 +209,8 @@ impl Catalog {
             return None;
         }
         let collected = self.collect_locked(Some(&current));
-        Some(SyncReport { unchanged: true, generation: Some(current), collected, ..SyncReport::default() })
+        let held = hold(&current, false).ok().flatten().map(std::sync::Arc::new);
+        Some(SyncReport { unchanged: true, generation: Some(current), collected, held, ..SyncReport::default() })
     }
 
     /// Makes the catalog serve `path` as its prefixes are now, waiting for another process's
@@ -228,16 +239,35 @@ impl Catalog {
 
     /// Builds a new generation serving `index` and makes it current (the caller holds the lock).
     fn build_generation(&self, index: &Index) -> io::Result<SyncReport> {
-        let stamp = stamp(index, &self.trust);
         let current = self.current();
+        // what earlier syncs left (cut short, or failed) goes first
+        let mut collected = self.collect_locked(current.as_deref());
         let next = self.root.join(format!("gen-{}", self.last_generation_number() + 1));
-        dir_builder().create(control_path_element(&next).join("extension"))?;
-        dir_builder().create(library_dir(&next))?;
-        // Held while it is built: no other process's collection takes it.
-        let _building = hold(&next, true)?.ok_or_else(|| io::Error::other("generation removed while built"))?;
-        let mut report = crate::safe_fs::memo::scope(|| self.fill(index, &next, current.as_deref()))?;
+        let built = self.build_into(index, &next, current.as_deref());
+        let (mut report, held) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&next);
+                return Err(e);
+            }
+        };
+        collected += self.collect_locked(Some(&next));
+        report.collected = collected;
+        report.generation = Some(next);
+        report.held = Some(std::sync::Arc::new(held));
+        Ok(report)
+    }
+
+    /// Writes the generation `next` and makes it current; the claim on it that the caller keeps.
+    fn build_into(&self, index: &Index, next: &Path, current: Option<&Path>) -> io::Result<(SyncReport, InUse)> {
+        let stamp = stamp(index, &self.trust);
+        dir_builder().create(control_path_element(next).join("extension"))?;
+        dir_builder().create(library_dir(next))?;
+        // Held while it is built and until the caller adopts it: no collection takes it.
+        let building = hold(next, true)?.ok_or_else(|| io::Error::other("generation removed while built"))?;
+        let report = crate::safe_fs::memo::scope(|| self.fill(index, next, current))?;
         fs::write(next.join(".stamp"), &stamp)?;
-        for path in [next.join(".stamp"), control_path_element(&next), next.clone()] {
+        for path in [next.join(".stamp"), control_path_element(next), next.to_path_buf()] {
             self.flush(&path)?;
         }
         // The swap: a new link under a name PostgreSQL never reads, renamed over `current`.
@@ -246,9 +276,7 @@ impl Catalog {
         symlink(next.file_name().expect("gen-<n>"), &tmp)?;
         fs::rename(&tmp, self.current_link())?;
         self.flush(&self.root)?;
-        report.collected = self.collect_locked(Some(&next));
-        report.generation = Some(next);
-        Ok(report)
+        Ok((report, building))
     }
 
     /// The highest generation number under the root (0 for none).
@@ -525,21 +553,33 @@ fn hold(dir: &Path, create: bool) -> io::Result<Option<InUse>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    file.lock_shared()?;
+    // Never waits: the only exclusive lock is a collector's, on a generation it is removing.
+    match file.try_lock_shared() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(fs::TryLockError::Error(e)) => return Err(e),
+    }
     // A collector may have removed the generation between the open and the lock: the file held
     // must still be the one at the path.
-    let held = file.metadata()?;
-    match fs::metadata(&path) {
-        Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
-            Ok(Some(InUse { _file: file, dir: dir.into() }))
-        }
-        _ => Ok(None),
+    Ok(same_file(&file, &path).then(|| InUse { _file: file, dir: dir.into() }))
+}
+
+/// Whether the open `file` is the one now at `path`.
+fn same_file(file: &fs::File, path: &Path) -> bool {
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(held), Ok(now)) => held.ino() == now.ino() && held.dev() == now.dev(),
+        _ => false,
     }
 }
 
 /// Removes the generation `dir` if no process holds it, keeping it locked until it is gone (a
 /// process that opened its claim file meanwhile then finds it removed); whether it went.
 fn remove_if_unused(dir: &Path) -> bool {
+    remove_if_unused_then(dir, || {})
+}
+
+/// [`remove_if_unused`], running `first` once the generation is known unused, before removing.
+fn remove_if_unused_then(dir: &Path, first: impl FnOnce()) -> bool {
     let _locked = match fs::OpenOptions::new().write(true).open(dir.join(".inuse")) {
         Ok(file) if file.try_lock().is_ok() => Some(file),
         Ok(_) => return false,
@@ -547,6 +587,7 @@ fn remove_if_unused(dir: &Path) -> bool {
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(_) => return false,
     };
+    first();
     fs::remove_dir_all(dir).is_ok()
 }
 
@@ -561,10 +602,12 @@ pub fn collect_unused(base: &Path, prefix: &str) -> usize {
         }
         let catalog = Catalog::new(entry.path());
         let Ok(Some(_lock)) = catalog.lock(false) else { continue };
-        if let Some(current) = catalog.current()
-            && remove_if_unused(&current)
-        {
-            let _ = fs::remove_file(catalog.current_link());
+        if let Some(current) = catalog.current() {
+            remove_if_unused_then(&current, || {
+                // the link goes first: a removal cut short never leaves it naming a half-removed
+                // generation
+                let _ = fs::remove_file(catalog.current_link());
+            });
         }
         catalog.collect_locked(None);
         let left = fs::read_dir(catalog.root()).into_iter().flatten().flatten();

@@ -400,6 +400,8 @@ fn syncs_are_stamped_locked_and_leave_nothing_postgres_would_list() {
     // another process (or this one) syncing the same state does nothing
     let again = catalog.sync(&index, false).unwrap();
     assert!(again.unchanged && again.generation == first.generation, "{again:?}");
+    // (a report holds the generation it names until it is dropped)
+    drop((first, again));
     // unless forced (files may change inside an image): a new generation, the old one removed
     // (nobody holds it), unchanged entries linked rather than written
     let forced = catalog.sync(&index, true).unwrap();
@@ -568,4 +570,54 @@ fn trust_is_judged_on_a_symlink_s_target_and_on_libraries() {
     assert!(served.join("loosely.control").exists(), "loosely's control file is fine");
     assert!(catalog.library_dir().join("goodlink.so").exists());
     assert!(!catalog.library_dir().join("loosely.so").exists());
+}
+
+#[test]
+fn a_generation_just_built_is_held_until_the_builder_adopts_it() {
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    let session = Catalog::new(t.p("root/session-x"));
+    let path = SearchPath::parse(t.p("ext").to_str().unwrap());
+    let (report, _) = session.sync_lazily(&path, &t.system(), &|| true).unwrap();
+    assert!(report.held.is_some());
+    // a reload collecting unused session catalogs between the sync and the adoption
+    assert_eq!(esp_resolver::catalog::collect_unused(&t.p("root"), "session-"), 0);
+    let adopted = session.adopt().unwrap().expect("the generation is still there");
+    assert_eq!(Some(adopted.dir.clone()), report.generation);
+    drop((report, adopted));
+    assert_eq!(esp_resolver::catalog::collect_unused(&t.p("root"), "session-"), 1);
+}
+
+#[test]
+fn adopting_never_waits_for_a_collector() {
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    let catalog = Catalog::new(t.p("cat"));
+    catalog.sync(&t.index("@/ext"), true).unwrap();
+    // a collector's exclusive lock on the generation's claim file
+    let collector = fs::OpenOptions::new().write(true).open(t.p("cat/gen-1/.inuse")).unwrap();
+    collector.try_lock().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let other = catalog.clone();
+    std::thread::spawn(move || tx.send(other.adopt().map(|h| h.is_some()).unwrap()).unwrap());
+    let adopted = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("adopt() waited for the collector");
+    assert!(!adopted, "a generation being removed is not adopted");
+    drop(collector);
+    assert!(catalog.adopt().unwrap().is_some());
+}
+
+#[test]
+fn a_failed_build_leaves_nothing_behind() {
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    let catalog = Catalog::new(t.p("cat"));
+    catalog.sync(&t.index("@/ext"), true).unwrap();
+    // the root cannot take a new link: the swap fails after the generation was written
+    fs::create_dir_all(
+        t.p("cat/.current.tmp-").with_file_name(format!(".current.tmp-{}", std::process::id())).join("x"),
+    )
+    .unwrap();
+    assert!(catalog.sync(&t.index("@/ext"), true).is_err());
+    assert_eq!(names(&t.p("cat")).iter().filter(|n| n.starts_with("gen-")).count(), 1, "{:?}", names(&t.p("cat")));
+    assert_eq!(catalog.current(), Some(t.p("cat/gen-1")));
 }
