@@ -228,7 +228,8 @@ pub fn all_values() -> Vec<String> {
 }
 
 /// Points this session's core settings at the catalog generation `generation`: nothing to do
-/// when they name it already (the server catalog's, after [`follow_server_generation`]). Done
+/// when they name it already (the server catalog's, after [`follow_server_generation`]) or
+/// another generation of the same catalog. Done
 /// with SET semantics (like the SET of extension_search_path.path that made the session's path
 /// differ), so C functions created from a session path keep resolving in this session; a
 /// rolled-back transaction undoes it together with everything else.
@@ -238,6 +239,16 @@ pub fn point_session_at(generation: &Path) {
         let current = crate::gucs::current(core.name);
         let wanted = retarget_core_path(&current, &root, &(core.element)(generation));
         if wanted == current {
+            continue;
+        }
+        // Only a move to another catalog (the server's, a session's) is a SET; another
+        // generation of the same catalog is not worth one: a SET would outlive the SET LOCAL or
+        // function SET clause in force. The generation named stays held while it is named.
+        let catalog = |value: &str| {
+            let element = value.split(':').find(|e| e.starts_with(&root)).map(str::to_string);
+            element.and_then(|e| e.strip_prefix(&root).and_then(|r| r.split('/').next()).map(str::to_string))
+        };
+        if catalog(&current).is_some() && catalog(&current) == catalog(&wanted) {
             continue;
         }
         let wanted = CString::new(wanted).expect("paths hold no NUL");

@@ -126,7 +126,13 @@ unsafe extern "C-unwind" fn assign_path(newval: *const c_char, _extra: *mut c_vo
     // SAFETY: IsUnderPostmaster is a plain global, false only in the postmaster (and
     // single-user mode).
     if unsafe { pg_sys::IsUnderPostmaster } {
-        crate::server::adopt_server_generation();
+        // A parallel worker names what its leader names (the values it was sent, and the
+        // defaults it inherited like the leader): it moves nowhere on its own.
+        // SAFETY: plain globals of the main thread.
+        let worker = unsafe { pg_sys::InitializingParallelWorker || pg_sys::ParallelWorkerNumber >= 0 };
+        if !worker {
+            crate::server::adopt_server_generation();
+        }
         return;
     }
     // SAFETY: PostgreSQL passes a NUL-terminated string that outlives this call.

@@ -31,15 +31,21 @@ static PREPARED: Mutex<Option<Prepared>> = Mutex::new(None);
 
 type Prepared = (String, HashMap<(String, bool), Result<(), Refusal>>);
 
+/// The settings a preparation depends on: `dynamic_library_path` (which names the catalog
+/// generation) and the trust setting.
+fn prepared_under() -> String {
+    format!("{}\n{}", crate::gucs::current(c"dynamic_library_path"), crate::gucs::trust_policy().enforce)
+}
+
 fn remembered(name: &str, loader: Loader) -> Option<Result<(), Refusal>> {
-    let path = crate::gucs::current(c"dynamic_library_path");
+    let path = prepared_under();
     let key = (name.to_string(), loader == Loader::File);
     let guard = PREPARED.lock().unwrap_or_else(|e| e.into_inner());
     guard.as_ref().filter(|(p, _)| *p == path).and_then(|(_, outcomes)| outcomes.get(&key).cloned())
 }
 
 fn remember(name: &str, loader: Loader, outcome: &Result<(), Refusal>) {
-    let path = crate::gucs::current(c"dynamic_library_path");
+    let path = prepared_under();
     let key = (name.to_string(), loader == Loader::File);
     let mut guard = PREPARED.lock().unwrap_or_else(|e| e.into_inner());
     match guard.as_mut() {
@@ -95,7 +101,13 @@ fn try_prepare(name: &str, loader: Loader) -> Result<(), Refusal> {
         return outcome;
     }
     let outcome = prepare_now(name, loader);
-    remember(name, loader, &outcome);
+    // A refusal is remembered only by the backend that met it (never by the postmaster, whose
+    // memory every backend inherits): a new session tries again, e.g. once the missing library
+    // is installed or a file's mode fixed.
+    // SAFETY: a plain global, false only in the postmaster.
+    if outcome.is_ok() || unsafe { pgrx::pg_sys::IsUnderPostmaster } {
+        remember(name, loader, &outcome);
+    }
     outcome
 }
 

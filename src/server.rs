@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 
 use esp_resolver::catalog::key;
-use esp_resolver::{Catalog, Index, SearchPath, SystemDirs};
+use esp_resolver::{Catalog, Index, SearchPath, SyncReport, SystemDirs};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -43,8 +43,14 @@ pub fn init() {
         // (symlinks, generated files) is derived data every server rebuilds at start, and tools
         // that copy a data directory must neither copy it nor trip over its links.
         let root = data_dir().join("pg_stat_tmp").join("extension_search_path");
-        // Where versions before 0.2 kept it.
+        // Where versions before 0.2 kept it, and the layout before generations.
         let _ = fs::remove_dir_all(data_dir().join("extension_search_path"));
+        for old in ["share", "lib"] {
+            let _ = fs::remove_dir_all(root.join("server").join(old));
+        }
+        for old in [".stamp", ".inuse"] {
+            let _ = fs::remove_file(root.join("server").join(old));
+        }
         Locations { server: Catalog::new(root.join("server")), root, system: system_dirs() }
     });
     // Session catalogs of earlier runs are stale.
@@ -269,6 +275,12 @@ fn cached(value: &str, enforce: bool) -> Option<Arc<Index>> {
     cache.as_ref().filter(|c| c.value == value && c.enforce == enforce && c.index.is_current()).map(|c| c.index.clone())
 }
 
+/// The catalog, path value, trust setting and prefixes' fingerprint this backend last found the
+/// catalog serving (built by it or by another process).
+#[allow(clippy::type_complexity)]
+static VERIFIED: Mutex<Option<(PathBuf, String, bool, Vec<(PathBuf, Option<std::time::SystemTime>)>)>> =
+    Mutex::new(None);
+
 /// What this process's last sync made the catalog serve (for `rescan()`).
 static LAST_SYNC: Mutex<Option<esp_resolver::SyncReport>> = Mutex::new(None);
 
@@ -338,9 +350,22 @@ fn refresh_with(
         (catalog.try_sync(&index, how != Refresh::IfChanged), Some(index))
     } else if how == Refresh::IfChanged {
         // After a change under a prefix, one backend scans and builds a generation; the others
-        // wait for it and scan nothing (the catalog is what their statement needs).
-        match catalog.sync_lazily(&SearchPath::parse(value), &locations().system, &still_wanted) {
-            Ok((report, index)) => (Ok(Some(report)), index),
+        // wait for it and scan nothing (the catalog is what their statement needs). Once this
+        // backend has seen the catalog serve the prefixes as they are, it checks again only
+        // when they change (one stat per prefix, no lock).
+        let path = SearchPath::parse(value);
+        let fingerprint = esp_resolver::index::fingerprint(&path, &locations().system);
+        let seen = (catalog.root().to_path_buf(), value.to_string(), policy.enforce, fingerprint);
+        if VERIFIED.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&seen) {
+            return cached(value, policy.enforce);
+        }
+        match catalog.sync_lazily(&path, &locations().system, &still_wanted) {
+            Ok((report, index)) => {
+                if !report.stale {
+                    *VERIFIED.lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
+                }
+                (Ok(Some(report)), index)
+            }
             Err(e) => (Err(e), None),
         }
     } else {
@@ -377,7 +402,8 @@ fn refresh_with(
             if let Some(held) = &report.held {
                 keep(held.clone());
             }
-            *LAST_SYNC.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+            // (remembered without the claim: HELD keeps it while it is named)
+            *LAST_SYNC.lock().unwrap_or_else(|e| e.into_inner()) = Some(SyncReport { held: None, ..report });
         }
         Ok(None) => {
             complete = false;

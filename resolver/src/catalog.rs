@@ -240,9 +240,12 @@ impl Catalog {
     /// Builds a new generation serving `index` and makes it current (the caller holds the lock).
     fn build_generation(&self, index: &Index) -> io::Result<SyncReport> {
         let current = self.current();
+        // numbers are never reused, even those of leftovers removed just below
+        let next = self.root.join(format!("gen-{}", self.last_generation_number() + 1));
         // what earlier syncs left (cut short, or failed) goes first
         let mut collected = self.collect_locked(current.as_deref());
-        let next = self.root.join(format!("gen-{}", self.last_generation_number() + 1));
+        // made here and nowhere else: a directory already there would be another builder's
+        fs::DirBuilder::new().mode(0o700).create(&next)?;
         let built = self.build_into(index, &next, current.as_deref());
         let (mut report, held) = match built {
             Ok(built) => built,
