@@ -229,7 +229,7 @@ pub fn all_values() -> Vec<String> {
 
 /// Points this session's core settings at the catalog generation `generation`: nothing to do
 /// when they name it already (the server catalog's, after [`follow_server_generation`]) or
-/// another generation of the same catalog. Done
+/// another generation of the server catalog. Done
 /// with SET semantics (like the SET of extension_search_path.path that made the session's path
 /// differ), so C functions created from a session path keep resolving in this session; a
 /// rolled-back transaction undoes it together with everything else.
@@ -241,14 +241,16 @@ pub fn point_session_at(generation: &Path) {
         if wanted == current {
             continue;
         }
-        // Only a move to another catalog (the server's, a session's) is a SET; another
-        // generation of the same catalog is not worth one: a SET would outlive the SET LOCAL or
-        // function SET clause in force. The generation named stays held while it is named.
+        // Another generation of the server catalog is never a SET: follow_server_generation
+        // moved the server-wide values already, and a value still naming an older one is the
+        // session's own (a SET, a SET LOCAL, a function's SET clause), which a SET here would
+        // outlive. The generation it names stays held while it is named. (A session catalog's
+        // generations are SET by us, at session level, so they move with SET.)
         let catalog = |value: &str| {
             let element = value.split(':').find(|e| e.starts_with(&root)).map(str::to_string);
             element.and_then(|e| e.strip_prefix(&root).and_then(|r| r.split('/').next()).map(str::to_string))
         };
-        if catalog(&current).is_some() && catalog(&current) == catalog(&wanted) {
+        if catalog(&current).as_deref() == Some("server") && catalog(&wanted).as_deref() == Some("server") {
             continue;
         }
         let wanted = CString::new(wanted).expect("paths hold no NUL");
