@@ -243,3 +243,22 @@ fn debian_s_plpgsql_check_preloaded_and_pg_ivm_served_from_images() {
     assert_eq!(s.sql("SELECT s FROM total"), "42");
     s.assert_no_crash();
 }
+
+#[test]
+fn reset_of_an_operator_set_core_path_gives_the_merged_operator_value() {
+    let op = fixtures().prefix("operator/isn");
+    let s = Server::with_path(
+        "$system",
+        &[
+            &format!("extension_control_path = '$system:{op}/share'"),
+            &format!("dynamic_library_path = '$libdir:{op}/lib'"),
+        ],
+    );
+    let merged = s.sql("SHOW extension_control_path");
+    assert!(merged.ends_with(&format!("/share:$system:{op}/share")), "{merged}");
+    let out = s.sql("SET extension_control_path = '/tmp'; RESET extension_control_path; SHOW extension_control_path");
+    assert_eq!(out, merged, "RESET gives the operator's value, merged");
+    s.sql("SET extension_control_path = '/tmp'; RESET extension_control_path; CREATE EXTENSION isn");
+    assert_eq!(s.sql("SELECT isbn('978-0-393-04002-9')::text"), "0-393-04002-X");
+    s.assert_no_crash();
+}
