@@ -6,123 +6,50 @@
 //! ALTER SYSTEM, SET, RESET — and nobody's value is ever replaced: CloudNativePG's per-image
 //! elements keep working behind ours. `SHOW extension_control_path` shows the merged value.
 
-use std::ffi::{CStr, CString, c_char, c_void};
+use std::ffi::{CStr, CString, c_char};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use esp_resolver::catalog::SERVER_CATALOG;
 use esp_resolver::catalog::{control_path_element, library_dir};
-use esp_resolver::path::{merge_core_path, retarget_core_path};
+use esp_resolver::path::{catalog_named, merge_core_path, retarget_core_path};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::server::locations;
+use crate::locations::locations;
 
 /// One core path setting and the element of a catalog generation that goes into it.
-struct CorePath {
-    name: &'static CStr,
+pub struct CorePath {
+    pub name: &'static CStr,
     element: fn(&Path) -> String,
 }
 
-const CONTROL: CorePath = CorePath { name: c"extension_control_path", element: |g| display(&control_path_element(g)) };
-const LIBRARY: CorePath = CorePath { name: c"dynamic_library_path", element: |g| display(&library_dir(g)) };
+pub const CONTROL: CorePath =
+    CorePath { name: c"extension_control_path", element: |g| display(&control_path_element(g)) };
+pub const LIBRARY: CorePath = CorePath { name: c"dynamic_library_path", element: |g| display(&library_dir(g)) };
 
-/// Our check hooks are in place (set once in the postmaster's _PG_init).
+/// Our check hooks are in place (set once in the postmaster's _PG_init, by `crate::hooks`).
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Called once our check hooks are installed on both settings.
+pub fn hooks_installed() {
+    INSTALLED.store(true, Ordering::Relaxed);
+}
 
 fn display(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
 fn our_root() -> String {
-    format!("{}/", display(&locations().root))
+    locations().root_prefix()
 }
 
-/// Previous check hooks of the two settings (none in PostgreSQL 18; kept to chain politely).
-static mut PREV_CONTROL_CHECK: pg_sys::GucStringCheckHook = None;
-static mut PREV_LIBRARY_CHECK: pg_sys::GucStringCheckHook = None;
-
-pub fn init() {
-    // SAFETY: runs once in the postmaster's _PG_init, single-threaded, before any backend
-    // exists; find_option returns the core's own records, which live for the whole process.
-    unsafe {
-        PREV_CONTROL_CHECK = install(&CONTROL, Some(check_control_path));
-        PREV_LIBRARY_CHECK = install(&LIBRARY, Some(check_library_path));
-    }
-    INSTALLED.store(true, Ordering::Relaxed);
-}
-
-/// Installs `hook` as the check hook of `core` and re-applies the current value through it.
-unsafe fn install(core: &CorePath, hook: pg_sys::GucStringCheckHook) -> pg_sys::GucStringCheckHook {
-    // SAFETY: see init; the record of a string setting is a config_string.
-    unsafe {
-        let record = pg_sys::find_option(core.name.as_ptr(), false, false, PgLogLevel::ERROR as i32);
-        let conf = record.cast::<pg_sys::config_string>();
-        let previous = (*conf).check_hook;
-        (*conf).check_hook = hook;
-        let current = CStr::from_ptr(*(*conf).variable).to_owned();
-        pg_sys::set_config_option(
-            core.name.as_ptr(),
-            current.as_ptr(),
-            pg_sys::GucContext::PGC_POSTMASTER,
-            (*record).source,
-            pg_sys::GucAction::GUC_ACTION_SET,
-            true,
-            0,
-            false,
-        );
-        previous
-    }
-}
-
-/// The check hooks themselves: no `#[pg_guard]`, nothing with a destructor in their frames, so
-/// that an ERROR a previous hook raises reaches PostgreSQL untouched (see `crate::hooks`).
-unsafe extern "C-unwind" fn check_control_path(
-    newval: *mut *mut c_char,
-    extra: *mut *mut c_void,
-    source: pg_sys::GucSource::Type,
-) -> bool {
-    // SAFETY: same contract as the hook we wrap; PREV_CONTROL_CHECK is only written in init.
-    unsafe { previous_check(PREV_CONTROL_CHECK, newval, extra, source) && merge_control_path(newval) }
-}
-
-unsafe extern "C-unwind" fn check_library_path(
-    newval: *mut *mut c_char,
-    extra: *mut *mut c_void,
-    source: pg_sys::GucSource::Type,
-) -> bool {
-    // SAFETY: same contract as the hook we wrap; PREV_LIBRARY_CHECK is only written in init.
-    unsafe { previous_check(PREV_LIBRARY_CHECK, newval, extra, source) && merge_library_path(newval) }
-}
-
-/// Calls the check hook that was installed before ours, if any, directly (not through pgrx's
-/// error conversion).
-#[inline(always)]
-unsafe fn previous_check(
-    previous: pg_sys::GucStringCheckHook,
-    newval: *mut *mut c_char,
-    extra: *mut *mut c_void,
-    source: pg_sys::GucSource::Type,
-) -> bool {
-    // SAFETY: the arguments are the ones PostgreSQL gave our hook, passed on unchanged.
-    previous.is_none_or(|previous| unsafe { previous(newval, extra, source) })
-}
-
-#[pg_guard]
-#[inline(never)]
-unsafe extern "C-unwind" fn merge_control_path(newval: *mut *mut c_char) -> bool {
-    // SAFETY: the check hook's own *newval.
-    unsafe { merge(&CONTROL, newval) }
-}
-
-#[pg_guard]
-#[inline(never)]
-unsafe extern "C-unwind" fn merge_library_path(newval: *mut *mut c_char) -> bool {
-    // SAFETY: the check hook's own *newval.
-    unsafe { merge(&LIBRARY, newval) }
-}
-
-/// Replaces `*newval` by the merged value.
-unsafe fn merge(core: &CorePath, newval: *mut *mut c_char) -> bool {
+/// Replaces `*newval`, a new value of `core`, by the merged value (from the check hooks in
+/// `crate::hooks::core_settings`).
+///
+/// # Safety
+/// `newval` is a check hook's own argument.
+pub unsafe fn merge(core: &CorePath, newval: *mut *mut c_char) -> bool {
     // SAFETY: the GUC machinery hands us a guc_malloc'd NUL-terminated *newval that we may
     // replace with another guc_malloc'd string after freeing it (guc.h's check-hook contract).
     unsafe {
@@ -130,7 +57,7 @@ unsafe fn merge(core: &CorePath, newval: *mut *mut c_char) -> bool {
             return true;
         }
         let current = CStr::from_ptr(*newval).to_string_lossy().into_owned();
-        let merged = merge_core_path(&current, &(core.element)(&crate::server::server_generation()), &our_root());
+        let merged = merge_core_path(&current, &(core.element)(&crate::generations::server_generation()), &our_root());
         if merged == current {
             return true;
         }
@@ -153,7 +80,7 @@ pub fn follow_server_generation() {
     if !INSTALLED.load(Ordering::Relaxed) {
         return;
     }
-    let generation = crate::server::server_generation();
+    let generation = crate::generations::server_generation();
     let root = our_root();
     for core in [&CONTROL, &LIBRARY] {
         // SAFETY: find_option returns the core's own record of a string setting (it exists:
@@ -246,11 +173,8 @@ pub fn point_session_at(generation: &Path) {
         // session's own (a SET, a SET LOCAL, a function's SET clause), which a SET here would
         // outlive. The generation it names stays held while it is named. (A session catalog's
         // generations are SET by us, at session level, so they move with SET.)
-        let catalog = |value: &str| {
-            let element = value.split(':').find(|e| e.starts_with(&root)).map(str::to_string);
-            element.and_then(|e| e.strip_prefix(&root).and_then(|r| r.split('/').next()).map(str::to_string))
-        };
-        if catalog(&current).as_deref() == Some("server") && catalog(&wanted).as_deref() == Some("server") {
+        let server = |value: &str| catalog_named(value, &root) == Some(SERVER_CATALOG);
+        if server(&current) && server(&wanted) {
             continue;
         }
         let wanted = CString::new(wanted).expect("paths hold no NUL");

@@ -10,15 +10,15 @@ use pgrx::prelude::*;
 /// with `$system` standing for PostgreSQL's own directories. Superuser-only, like the core
 /// `extension_control_path`; changes take effect at a reload (server-wide) or with SET (for the
 /// session), at the next CREATE/ALTER EXTENSION or LOAD.
-pub static PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"$system"));
+static PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"$system"));
 
-pub const PATH_NAME: &CStr = c"extension_search_path.path";
+const PATH_NAME: &CStr = c"extension_search_path.path";
 
 /// `extension_search_path.trusted_files_only`: refuse control files, script directories and
 /// libraries owned by neither root nor the server's user, or writable by group or others (a
 /// WARNING names each). Server-wide (postgresql.conf or ALTER SYSTEM, then reload), because the
 /// catalog it shapes is shared by all sessions.
-pub static TRUSTED_FILES_ONLY: GucSetting<bool> = GucSetting::<bool>::new(true);
+static TRUSTED_FILES_ONLY: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 pub fn init() {
     // SAFETY: called once from _PG_init in the postmaster; the hook matches PostgreSQL's
@@ -73,21 +73,21 @@ unsafe extern "C-unwind" fn check_path(
             return true;
         }
         let value = CStr::from_ptr(*newval).to_string_lossy().into_owned();
-        let errors = esp_resolver::path::interactive_errors(&value);
+        let errors = esp_resolver::path::refused_when_set(&value);
         if errors.is_empty() {
             if esp_resolver::path::has_empty_elements(&value) {
-                crate::messages::warn(
-                    PgLogLevel::WARNING,
-                    "extension_search_path.path: empty path elements are ignored".into(),
+                let report = pgrx::pg_sys::panic::ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                    "extension_search_path.path: empty path elements are ignored",
+                    "check_path",
                 );
+                crate::messages::emit(PgLogLevel::WARNING, report);
             }
             return true;
         }
         let detail: Vec<String> = errors.iter().map(ToString::to_string).collect();
         let detail = CString::new(detail.join("; ")).unwrap_or_default();
-        let hint =
-            CString::new("Elements must be absolute paths of existing directories, or $system, separated by colons.")
-                .unwrap_or_default();
+        let hint = CString::new(esp_resolver::problem::PathProblem::HINT).unwrap_or_default();
         pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
         pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
         false
@@ -111,7 +111,7 @@ pub fn path() -> String {
 unsafe extern "C-unwind" fn assign_trusted_files_only(newval: bool, _extra: *mut c_void) {
     // SAFETY: IsUnderPostmaster is a plain global, false only in the postmaster.
     if !unsafe { pg_sys::IsUnderPostmaster } && newval != TRUSTED_FILES_ONLY.get() {
-        crate::server::refresh_server_catalog_for_trust(newval);
+        crate::refresh::refresh_server_catalog_for_trust(newval);
     }
 }
 
@@ -131,11 +131,11 @@ unsafe extern "C-unwind" fn assign_path(newval: *const c_char, _extra: *mut c_vo
         // SAFETY: plain globals of the main thread.
         let worker = unsafe { pg_sys::InitializingParallelWorker || pg_sys::ParallelWorkerNumber >= 0 };
         if !worker {
-            crate::server::adopt_server_generation();
+            crate::generations::adopt_server_generation();
         }
         return;
     }
     // SAFETY: PostgreSQL passes a NUL-terminated string that outlives this call.
     let value = unsafe { CStr::from_ptr(newval) }.to_string_lossy().into_owned();
-    crate::server::refresh_server_catalog_after_reload(&value);
+    crate::refresh::refresh_server_catalog_after_reload(&value);
 }

@@ -5,22 +5,28 @@
 //! This crate is the thin PostgreSQL shell around `esp_resolver` (the pure core in `resolver/`):
 //!
 //! * [`gucs`] — the settings;
-//! * [`server`] — PostgreSQL's own directories and the catalog location, refreshing the catalog;
-//! * [`core_paths`] — merging the catalog into `extension_control_path` / `dynamic_library_path`;
-//! * [`hooks`] — ProcessUtility (CREATE/ALTER EXTENSION, LOAD, CREATE FUNCTION) and
-//!   needs_fmgr_hook (the first call of a C function in a backend);
-//! * [`libraries`] — loading modules from images with their bundled libraries;
-//! * [`sql`] — SQL functions in schema `extension_search_path`.
+//! * [`locations`] — PostgreSQL's own directories and where the catalogs are;
+//! * [`refresh`] — rebuilding the catalogs, with the index of the last scan;
+//! * [`generations`] — which catalog generation this process uses and holds;
+//! * [`core_paths`] — the catalog in `extension_control_path` / `dynamic_library_path`;
+//! * [`hooks`] — every hook: check hooks on those two settings, ProcessUtility,
+//!   needs_fmgr_hook, ClientAuthentication_hook;
+//! * [`loading`] — loading modules from images with their bundled libraries;
+//! * [`errors`] — the SQLSTATE, DETAIL and HINT of everything we report; [`messages`] — how;
+//! * [`roles`] — who may see paths; [`sql`] — SQL functions in schema `extension_search_path`.
 
 use pgrx::prelude::*;
 
 mod core_paths;
+mod errors;
+mod generations;
 mod gucs;
 mod hooks;
-mod libraries;
+mod loading;
+mod locations;
 mod messages;
+mod refresh;
 mod roles;
-mod server;
 mod sql;
 
 pgrx::pg_module_magic!(name = c"extension_search_path", version = c"0.1.0");
@@ -39,10 +45,10 @@ pub extern "C-unwind" fn _PG_init() {
         .report(PgLogLevel::ERROR);
     }
     gucs::init();
-    server::init();
-    core_paths::init();
+    locations::init();
+    refresh::init();
     hooks::init();
-    libraries::prepare_preload_lists();
+    loading::prepare_preload_lists();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -5,6 +5,7 @@
 //! Rust frames that emitted the message, skipping their destructors. So interrupts are held
 //! while we emit; PostgreSQL services them at its next check, right after our hook returns.
 
+use esp_resolver::Problem;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -20,7 +21,9 @@ pub fn emit(level: PgLogLevel, report: ErrorReport) {
     unsafe { pg_sys::InterruptHoldoffCount -= 1 };
 }
 
-/// A WARNING or server-log line of ours with SQLSTATE 01000.
-pub fn warn(level: PgLogLevel, message: String) {
-    emit(level, ErrorReport::new(PgSqlErrorCode::ERRCODE_WARNING, message, "extension_search_path"));
+/// A problem met along the path, at `level`, with its SQLSTATE and hint (see `crate::errors`).
+pub fn problem(level: PgLogLevel, problem: &Problem, function: &'static str) {
+    let code = crate::errors::for_problem(&problem.kind);
+    let report = ErrorReport::new(code, format!("extension_search_path: {problem}"), function);
+    emit(level, report.set_hint(problem.kind.hint()));
 }

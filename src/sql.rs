@@ -3,17 +3,19 @@
 //! see sql/privileges.sql.
 
 use std::ffi::CStr;
-use std::path::PathBuf;
 
-use esp_resolver::libs::{LibraryContext, system_library_dirs};
+use esp_resolver::Index;
+use esp_resolver::dependencies::{LibraryContext, system_library_dirs};
 use esp_resolver::name::is_valid_extension_name;
-use esp_resolver::report::{LibraryReport, check as check_findings, image_reports, library_reports};
-use esp_resolver::{Index, SearchPath};
+use esp_resolver::report::{
+    CoreSetting, LibraryReport, SettingRow, check as check_findings, core_setting_rows, image_reports, library_reports,
+    search_path_rows,
+};
 use pgrx::JsonB;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::server::locations;
+use crate::locations::locations;
 
 /// One extension copy: the columns declared in `copies_function!`.
 type CopyRow = (
@@ -37,18 +39,15 @@ fn copy_rows(name: Option<&str>) -> Vec<CopyRow> {
         pgrx::pg_sys::panic::ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("invalid extension name: \"{name}\""),
-            "extension_search_path",
+            "resolve",
         )
         .set_hint("Extension names must not be empty, contain \"--\" or \"/\", or begin or end with \"-\".")
         .report(PgLogLevel::ERROR);
     }
-    let index = crate::libraries::session_index();
+    let index = crate::loading::session_index();
     let details = index.details();
     let range = match name {
-        Some(name) => {
-            let start = index.extensions.partition_point(|c| c.name.as_str() < name);
-            start..start + index.copies(name).len()
-        }
+        Some(name) => index.copy_range(name),
         None => 0..index.extensions.len(),
     };
     range
@@ -123,11 +122,11 @@ copies_function!(
 /// and directories that could not be scanned, and what was left out of the catalog, and why.
 #[pg_extern]
 fn rescan() -> TableIterator<'static, (name!(extensions, i64), name!(libraries, i64), name!(problems, Vec<String>))> {
-    let _ = crate::server::take_last_sync();
-    let index = crate::server::refresh_session(crate::server::Refresh::Full, true)
-        .unwrap_or_else(|| crate::server::index_for(&crate::gucs::path()));
+    let _ = crate::refresh::take_last_sync();
+    let index = crate::refresh::refresh_session(crate::refresh::Refresh::Full, true)
+        .unwrap_or_else(|| crate::refresh::index_for(&crate::gucs::path()));
     let mut problems: Vec<String> = index.problems.iter().map(ToString::to_string).collect();
-    let (extensions, libraries) = match crate::server::take_last_sync() {
+    let (extensions, libraries) = match crate::refresh::take_last_sync() {
         Some(report) => {
             problems.extend(report.problems.iter().map(ToString::to_string));
             (report.extensions as i64, report.libraries as i64)
@@ -145,7 +144,7 @@ fn library_context(index: &Index) -> LibraryContext {
     LibraryContext {
         image_dirs: index.image_library_dirs(),
         system_dirs: system_library_dirs(),
-        loaded: esp_resolver::libs::loaded_sonames(),
+        loaded: esp_resolver::dependencies::loaded_sonames(),
     }
 }
 
@@ -180,7 +179,7 @@ fn images() -> TableIterator<
         name!(metadata_error, Option<String>),
     ),
 > {
-    let index = crate::libraries::session_index();
+    let index = crate::loading::session_index();
     let rows: Vec<_> = image_reports(&index, &mounts())
         .into_iter()
         .map(|i| {
@@ -225,7 +224,7 @@ fn libraries() -> TableIterator<
         name!(error, Option<String>),
     ),
 > {
-    let index = crate::libraries::session_index();
+    let index = crate::loading::session_index();
     let rows: Vec<_> = library_reports(&index, &library_context(&index))
         .into_iter()
         .map(|l: LibraryReport| {
@@ -264,60 +263,23 @@ fn settings() -> TableIterator<
     ),
 > {
     let loc = locations();
-    let root = format!("{}/", text(&loc.root));
-    let share = loc.system.extension_dir.parent().map(text).unwrap_or_default();
-    let libdir = text(&loc.system.lib_dir);
     let mut rows = Vec::new();
-    for (setting, name) in
-        [("extension_control_path", c"extension_control_path"), ("dynamic_library_path", c"dynamic_library_path")]
-    {
-        let source = option_source(name);
-        for (i, element) in crate::gucs::current(name).split(':').filter(|e| !e.is_empty()).enumerate() {
-            let (dir, origin) = match element {
-                "$system" => (format!("{share}/extension"), "PostgreSQL ($system)".to_string()),
-                e if e.starts_with("$libdir") => {
-                    (e.replacen("$libdir", &libdir, 1), "PostgreSQL ($libdir)".to_string())
-                }
-                e if e.starts_with(&root) => {
-                    let dir =
-                        if setting == "extension_control_path" { format!("{e}/extension") } else { e.to_string() };
-                    (dir, "extension_search_path catalog".to_string())
-                }
-                e => {
-                    let dir =
-                        if setting == "extension_control_path" { format!("{e}/extension") } else { e.to_string() };
-                    (dir, format!("operator ({source})"))
-                }
-            };
-            let exists = PathBuf::from(&dir).is_dir();
-            rows.push((setting.to_string(), i as i32 + 1, element.to_string(), dir, origin, exists));
+    for setting in [CoreSetting::ExtensionControlPath, CoreSetting::DynamicLibraryPath] {
+        let name = std::ffi::CString::new(setting.name()).expect("no NUL");
+        let source = option_source(&name);
+        let value = crate::gucs::current(&name);
+        for row in core_setting_rows(setting, &value, &loc.root_prefix(), &loc.system) {
+            rows.push(setting_row(setting.name(), row, &source));
         }
     }
-    let parsed = SearchPath::parse(&crate::gucs::path());
-    for (i, element) in parsed.elements.iter().enumerate() {
-        let (elem, dir, origin) = match element {
-            esp_resolver::Element::System if parsed.implicit_system && i + 1 == parsed.elements.len() => {
-                ("$system".to_string(), share.clone(), "implicit: searched last".to_string())
-            }
-            esp_resolver::Element::System => {
-                ("$system".to_string(), share.clone(), "extension_search_path.path".to_string())
-            }
-            esp_resolver::Element::Prefix(p) => (text(p), text(p), "extension_search_path.path".to_string()),
-        };
-        let exists = PathBuf::from(&dir).is_dir();
-        rows.push(("extension_search_path.path".to_string(), i as i32 + 1, elem, dir, origin, exists));
-    }
-    for problem in &parsed.problems {
-        rows.push((
-            "extension_search_path.path".to_string(),
-            0,
-            problem.subject.trim_matches('"').to_string(),
-            String::new(),
-            format!("ignored: {}", problem.message),
-            false,
-        ));
+    for row in search_path_rows(&crate::gucs::path(), &loc.system) {
+        rows.push(setting_row("extension_search_path.path", row, ""));
     }
     TableIterator::new(rows)
+}
+
+fn setting_row(setting: &str, row: SettingRow, source: &str) -> (String, i32, String, String, String, bool) {
+    (setting.to_string(), row.position, row.element, row.directory, row.origin.describe(source), row.exists)
 }
 
 /// Where the current value of a setting comes from, as pg_settings.source says it.
@@ -364,7 +326,7 @@ fn check() -> TableIterator<
         name!(hint, String),
     ),
 > {
-    let index = crate::libraries::session_index();
+    let index = crate::loading::session_index();
     let libraries = library_reports(&index, &library_context(&index));
     let major = pg_sys::PG_VERSION_NUM / 10000;
     let rows: Vec<_> = check_findings(&index, &libraries, major, &crate::gucs::trust_policy())

@@ -2,6 +2,15 @@
 //! Fixtures are small pure-SQL extensions written by the tests into temporary prefixes; the
 //! end-to-end tier (`pgrx-tests/`) covers real extensions, restarts and several sessions.
 
+/// Test builds only: a prefix whose name ends in `esp-inject-panic` panics inside the hook path
+/// (called where a refresh starts), to show a Rust panic reaching PostgreSQL as an ERROR.
+#[cfg(feature = "pg_test")]
+pub fn inject_panic(value: &str) {
+    if value.split(':').any(|e| e.ends_with("esp-inject-panic")) {
+        panic!("extension_search_path: injected panic");
+    }
+}
+
 #[pgrx::pg_schema]
 mod tests {
     use std::fs;
@@ -215,6 +224,73 @@ mod tests {
     #[pg_test(error = "invalid extension name: \"../etc\"")]
     fn names_with_separators_are_refused() {
         Spi::run("SELECT * FROM extension_search_path.resolve('../etc')").unwrap();
+    }
+
+    /// The one map from our typed errors to SQLSTATEs (`crate::errors`), against what
+    /// PostgreSQL itself uses for the same causes.
+    #[pg_test]
+    fn every_error_of_ours_gets_the_sqlstate_postgres_would_give() {
+        use crate::errors::{for_file_access, for_library, for_problem};
+        use esp_resolver::control::ControlError;
+        use esp_resolver::dependencies::LibraryRefusal;
+        use esp_resolver::elf::ElfError;
+        use esp_resolver::problem::{FileError, PathProblem, ProblemKind, Unusable};
+        use pgrx::PgSqlErrorCode::*;
+        // errcode_for_file_access
+        for (errno, code) in [
+            (libc::EACCES, ERRCODE_INSUFFICIENT_PRIVILEGE),
+            (libc::EROFS, ERRCODE_INSUFFICIENT_PRIVILEGE),
+            (libc::ENOENT, ERRCODE_UNDEFINED_FILE),
+            (libc::EEXIST, ERRCODE_DUPLICATE_FILE),
+            (libc::ENOTDIR, ERRCODE_WRONG_OBJECT_TYPE),
+            (libc::ENOSPC, ERRCODE_DISK_FULL),
+            (libc::EMFILE, ERRCODE_INSUFFICIENT_RESOURCES),
+            (libc::EIO, ERRCODE_IO_ERROR),
+            (libc::ELOOP, ERRCODE_INTERNAL_ERROR),
+        ] {
+            assert_eq!(for_file_access(Some(errno)), code, "errno {errno}");
+        }
+        let file = |errno| FileError { errno: Some(errno), kind: std::io::ErrorKind::Other, message: String::new() };
+        let own = |kind| FileError { errno: None, kind, message: String::new() };
+        let unreadable = |e| for_problem(&ProblemKind::Unusable(Unusable::ControlUnreadable(e)));
+        assert_eq!(unreadable(own(std::io::ErrorKind::InvalidInput)), ERRCODE_WRONG_OBJECT_TYPE, "not a regular file");
+        assert_eq!(unreadable(own(std::io::ErrorKind::InvalidData)), ERRCODE_PROGRAM_LIMIT_EXCEEDED, "too large");
+        assert_eq!(unreadable(own(std::io::ErrorKind::Other)), ERRCODE_IO_ERROR);
+        assert_eq!(crate::errors::for_io(&std::io::Error::other("lock not taken")), ERRCODE_IO_ERROR);
+        let unusable = |u: Unusable| for_problem(&ProblemKind::Unusable(u));
+        assert_eq!(for_problem(&ProblemKind::Directory(file(libc::EACCES))), ERRCODE_INSUFFICIENT_PRIVILEGE);
+        assert_eq!(for_problem(&PathProblem::Relative.into()), ERRCODE_INVALID_PARAMETER_VALUE);
+        assert_eq!(for_problem(&PathProblem::Unusable(file(libc::ENOENT)).into()), ERRCODE_UNDEFINED_FILE);
+        assert_eq!(unusable(Unusable::NotTrusted(String::new())), ERRCODE_INSUFFICIENT_PRIVILEGE);
+        assert_eq!(unusable(Unusable::ControlInvalid(ControlError::Syntax(String::new()))), ERRCODE_SYNTAX_ERROR);
+        assert_eq!(
+            unusable(Unusable::ControlInvalid(ControlError::InvalidValue(String::new()))),
+            ERRCODE_INVALID_PARAMETER_VALUE
+        );
+        assert_eq!(
+            unusable(Unusable::ControlInvalid(ControlError::UnknownEncoding(String::new()))),
+            ERRCODE_UNDEFINED_OBJECT
+        );
+        assert_eq!(unusable(Unusable::ControlUnreadable(file(libc::EACCES))), ERRCODE_INSUFFICIENT_PRIVILEGE);
+        assert_eq!(unusable(Unusable::NoScriptDirectory(PathBuf::new())), ERRCODE_UNDEFINED_FILE);
+        let refused = |r: LibraryRefusal| for_library("x", &r).code;
+        let path = PathBuf::from("/x.so");
+        assert_eq!(
+            refused(LibraryRefusal::NotTrusted { file: path.clone(), why: String::new() }),
+            ERRCODE_INSUFFICIENT_PRIVILEGE
+        );
+        assert_eq!(
+            refused(ElfError::Invalid { file: path.clone(), why: String::new() }.into()),
+            ERRCODE_WRONG_OBJECT_TYPE
+        );
+        assert_eq!(
+            refused(ElfError::Unreadable { file: path.clone(), error: file(libc::ENOENT) }.into()),
+            ERRCODE_UNDEFINED_FILE
+        );
+        let missing =
+            LibraryRefusal::MissingDependency { soname: "l".into(), needed_by: path.clone(), searched: vec![] };
+        assert_eq!(refused(missing), ERRCODE_UNDEFINED_FILE);
+        assert_eq!(refused(LibraryRefusal::LoadFailed { file: path, message: String::new() }), ERRCODE_IO_ERROR);
     }
 
     #[pg_test(error = "extension \"esp_missing\" is not available")]

@@ -100,8 +100,16 @@ fn sql_functions_and_our_errors_print_exactly_the_expected_text() {
     fs::create_dir_all(ext.join("odd/sql")).unwrap();
     fs::write(ext.join("odd/odd.control"), "default_version = '1.0'\ncolour = 'blue'\n").unwrap();
     fs::write(ext.join("odd/sql/odd--1.0.sql"), "SELECT 1;\n").unwrap();
+    // a library anyone may write, a file in lib/ that is no shared object, a directory the
+    // server cannot read
+    mkimage("cnpg", "contrib:isn", &ext.join("isn"));
+    fs::create_dir_all(ext.join("junk/lib")).unwrap();
+    fs::write(ext.join("junk/lib/junk.so"), "not a library\n").unwrap();
+    fs::create_dir_all(ext.join("locked")).unwrap();
     run_chmod_readable(root);
     fs::set_permissions(ext.join("loose/loose.control"), fs::Permissions::from_mode(0o666)).unwrap();
+    fs::set_permissions(ext.join("isn/lib/isn.so"), fs::Permissions::from_mode(0o666)).unwrap();
+    fs::set_permissions(ext.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
     let c = PathBuf::from(c_fixtures().prefix("c"));
     let s =
         Server::with_path(&format!("$system:{}:{}:{}", ext.display(), c.display(), root.join("later").display()), &[]);
@@ -127,13 +135,33 @@ fn sql_functions_and_our_errors_print_exactly_the_expected_text() {
         CREATE EXTENSION esp_ghost;\n\
         CREATE EXTENSION loose;\n\
         CREATE EXTENSION odd;\n\
+        LOAD '<ext>/isn/lib/isn.so';\n\
+        LOAD '<ext>/junk/lib/junk.so';\n\
+        SET extension_search_path.path = '<ext>::';\n\
+        RESET extension_search_path.path;\n\
         SET ROLE plain;\n\
         SELECT * FROM extension_search_path.resolve('seg');\n\
         SET extension_search_path.path = '/tmp';\n\
         SHOW extension_search_path.path;\n\
         RESET ROLE;\n";
-    let out = s.psql_script(script);
+    let script = script.replace("<ext>", &ext.display().to_string());
+    let out = s.psql_script(&script);
     let actual = normalize(&out, &[(&s.data, "<pgdata>"), (root, "<tmp>"), (&c, "<c>")]);
     compare("sql_functions", &actual);
+    s.assert_no_crash();
+}
+
+/// The error of ours a server that does not preload the extension gives when it is loaded (CREATE
+/// EXTENSION gives the same, with the generated script as CONTEXT).
+#[test]
+fn loading_without_preload_prints_exactly_the_expected_error() {
+    let mut s = Server::new(&[]);
+    s.start();
+    let script = "\\set VERBOSITY verbose\n\
+        LOAD 'extension_search_path';\n\
+        LOAD '$libdir/extension_search_path';\n\
+        SELECT 'the session goes on' AS after;\n";
+    let out = s.psql_script(script);
+    compare("not_preloaded", &normalize(&out, &[(&s.data, "<pgdata>")]));
     s.assert_no_crash();
 }

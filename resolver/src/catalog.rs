@@ -33,10 +33,10 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 
-use crate::Problem;
-use crate::control::{ControlFile, quote};
-use crate::index::{ExtensionCopy, Index, Layout, LibraryCopy};
+use crate::index::{Index, Layout};
+use crate::problem::{Problem, ProblemKind};
 use crate::safe_fs::TrustPolicy;
+use crate::usable::{library_distrust, usable};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Catalog {
@@ -295,20 +295,21 @@ impl Catalog {
         let mut controls: BTreeMap<OsString, Vec<u8>> = BTreeMap::new();
         for copy in index.winners().filter(|c| c.layout != Layout::System) {
             match usable(copy, &self.trust) {
-                Ok(text) => {
-                    controls.insert(format!("{}.control", copy.name).into(), text);
+                Ok(usable) => {
+                    controls.insert(format!("{}.control", copy.name).into(), usable.generated);
                 }
-                Err(message) => {
-                    report.problems.push(Problem { subject: copy.control_file.display().to_string(), message })
+                Err(why) => {
+                    report.problems.push(Problem { subject: copy.control_file.display().to_string(), kind: why.into() })
                 }
             }
         }
         let mut links: BTreeMap<OsString, PathBuf> = BTreeMap::new();
         for library in index.library_winners().filter(|l| l.prefix.is_some()) {
             match library_distrust(library, &self.trust) {
-                Some(why) => {
-                    report.problems.push(Problem { subject: library.path.display().to_string(), message: why })
-                }
+                Some(why) => report.problems.push(Problem {
+                    subject: library.path.display().to_string(),
+                    kind: ProblemKind::UntrustedLibrary(why),
+                }),
                 None => {
                     links.insert(library.file_name.clone(), library.path.clone());
                 }
@@ -438,106 +439,32 @@ fn stamp_of(
     stamp
 }
 
-/// Whether `copy` can be served to PostgreSQL, and if so the control file the catalog gives it
-/// (the original text, plus an absolute `directory` so scripts and secondary control files come
-/// from the real directory). The one decision behind the catalog, its warnings and `check()`:
-/// the control file PostgreSQL would accept (see [`crate::control`]), its script directory
-/// usable, and — when `policy` enforces trust — the control file, the script directory and every
-/// script and secondary control file of the extension trusted from the prefix down.
-pub fn usable(copy: &ExtensionCopy, policy: &TrustPolicy) -> Result<Vec<u8>, String> {
-    let top = copy.prefix.as_deref().unwrap_or(copy.dir.as_path());
-    let distrust = |path: &Path| {
-        policy
-            .enforce
-            .then(|| policy.distrust_from(top, path))
-            .flatten()
-            .map(|why| format!("not trusted, left out: {why}"))
-    };
-    if let Some(why) = distrust(&copy.control_file) {
-        return Err(why);
-    }
-    let mut text = crate::safe_fs::read_regular(&copy.control_file, crate::safe_fs::MAX_TEXT_FILE)
-        .map_err(|e| format!("control file cannot be used: could not read it: {e}"))?;
-    let control = ControlFile::parse_bytes(&text)
-        .and_then(|c| c.validate(false).map(|()| c))
-        .map_err(|e| format!("control file cannot be used: {e}"))?;
-    let scripts = copy.script_directory(&control);
-    // The directory is trusted before anything in it is read.
-    if scripts.is_dir()
-        && let Some(why) = distrust(&scripts)
-    {
-        return Err(why);
-    }
-    check_script_directory(&copy.name, &scripts, &control)?;
-    // Every script and secondary control file of this extension.
-    let prefix = format!("{}--", copy.name);
-    let files = fs::read_dir(&scripts).into_iter().flatten().flatten().take(crate::safe_fs::MAX_DIR_ENTRIES);
-    let own = files.filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix))).map(|e| e.path());
-    for path in own {
-        if let Some(why) = distrust(&path) {
-            return Err(why);
-        }
-    }
-    let scripts_text = scripts.to_str().ok_or("script directory is not valid UTF-8")?;
-    if !text.is_empty() && !text.ends_with(b"\n") {
-        text.push(b'\n');
-    }
-    text.extend_from_slice(
-        format!(
-            "# added by extension_search_path: the scripts of {} ({})\ndirectory = {}\n",
-            copy.name,
-            copy.layout.as_str(),
-            quote(scripts_text)
-        )
-        .as_bytes(),
-    );
-    // What PostgreSQL will read: it must parse, and name the directory meant.
-    let generated = ControlFile::parse_bytes(&text).map_err(|e| format!("generated control file: {e}"))?;
-    if generated.get("directory") != Some(scripts_text) {
-        return Err("generated control file: the script directory does not read back".into());
-    }
-    Ok(text)
-}
-
-/// Why the library `copy` must not be served or loaded, when `policy` enforces trust and it (or
-/// a directory from its prefix down) is not trusted.
-pub fn library_distrust(copy: &LibraryCopy, policy: &TrustPolicy) -> Option<String> {
-    let top = copy.prefix.as_deref()?;
-    policy
-        .enforce
-        .then(|| policy.distrust_from(top, &copy.path))
-        .flatten()
-        .map(|why| format!("not trusted, left out: {why}"))
-}
-
-/// PostgreSQL's `MAXPGPATH`: longer file names are cut off in its buffers.
-pub const MAXPGPATH: usize = 1024;
-
-/// Whether PostgreSQL can use `scripts` as the script directory of extension `name`. What it
-/// cannot use would make pg_available_extension_versions fail for every extension, so such an
-/// extension is left out of the catalog: the directory must exist, leave room for script file
-/// names within MAXPGPATH, and hold only secondary control files PostgreSQL can read.
-pub fn check_script_directory(name: &str, scripts: &Path, control: &ControlFile) -> Result<(), String> {
-    if !scripts.is_dir() {
-        return Err(format!("script directory \"{}\" does not exist", scripts.display()));
-    }
-    let longest = scripts.as_os_str().len() + 2 * name.len() + 64;
-    if longest >= MAXPGPATH {
-        return Err(format!(
-            "script directory \"{}\" is too long: PostgreSQL handles file names up to {} bytes",
-            scripts.display(),
-            MAXPGPATH - 1
-        ));
-    }
-    crate::control::check_secondary_controls(name, scripts, control)
-}
-
-/// A short stable key for a path value, naming a session-specific catalog.
-pub fn key(value: &str) -> String {
+/// The name of the catalog that serves a session's own path value (a SET, ALTER ROLE/DATABASE
+/// … SET, connection options), under the same root as the server's: `session-<hash>`, the same
+/// in every process and build for the same value.
+pub fn session_catalog_name(value: &str) -> String {
     // FNV-1a, 64 bits: stable across processes and builds, unlike std's hasher.
     let hash = value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{hash:016x}")
+    format!("{SESSION_CATALOG_PREFIX}{hash:016x}")
 }
+
+/// The server-wide settings the postmaster records for backends forked before its last reload:
+/// the trust setting (`on`/`off`), a newline, the value of `extension_search_path.path`.
+pub fn server_settings_record(enforce: bool, value: &str) -> String {
+    format!("{}\n{value}", if enforce { "on" } else { "off" })
+}
+
+/// What [`server_settings_record`] wrote: the trust setting and the path value.
+pub fn parse_server_settings_record(text: &str) -> Option<(bool, String)> {
+    let (enforce, value) = text.split_once('\n')?;
+    Some((enforce == "on", value.to_string()))
+}
+
+/// What the names of session catalogs start with.
+pub const SESSION_CATALOG_PREFIX: &str = "session-";
+
+/// The name of the catalog serving the server-wide path.
+pub const SERVER_CATALOG: &str = "server";
 
 /// A process's claim on a generation it uses (a shared lock on `<generation>/.inuse`, held
 /// while the value lives; processes forked while it lives share it): no collection removes a
@@ -621,4 +548,28 @@ pub fn collect_unused(base: &Path, prefix: &str) -> usize {
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_catalogs_are_named_the_same_everywhere_for_a_value() {
+        let a = session_catalog_name("/ext:$system");
+        assert_eq!(a, session_catalog_name("/ext:$system"));
+        assert_ne!(a, session_catalog_name("/ext"));
+        assert!(a.starts_with(SESSION_CATALOG_PREFIX) && a.len() == SESSION_CATALOG_PREFIX.len() + 16, "{a}");
+        // FNV-1a of the empty value: fixed, so two builds agree on names
+        assert_eq!(session_catalog_name(""), "session-cbf29ce484222325");
+    }
+
+    #[test]
+    fn server_settings_records_read_back() {
+        for (enforce, value) in [(true, "$system:/ext"), (false, ""), (true, "/a\nb")] {
+            let record = server_settings_record(enforce, value);
+            assert_eq!(parse_server_settings_record(&record), Some((enforce, value.to_string())));
+        }
+        assert_eq!(parse_server_settings_record("on"), None);
+    }
 }

@@ -10,6 +10,43 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::problem::{FileError, Unusable};
+
+/// Why PostgreSQL would refuse a control file, in the classes its `parse_extension_control_file`
+/// and `ParseConfigFp` raise (the shell gives each the SQLSTATE PostgreSQL uses).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// `ERRCODE_SYNTAX_ERROR`: the file's syntax, an unrecognised parameter, one a secondary
+    /// control file may not set, `schema` with `relocatable`; also what PostgreSQL cannot read
+    /// (a NUL byte, `include`).
+    #[error("{0}")]
+    Syntax(String),
+    /// `ERRCODE_INVALID_PARAMETER_VALUE`: a value of the wrong form.
+    #[error("{0}")]
+    InvalidValue(String),
+    /// `ERRCODE_UNDEFINED_OBJECT`: an encoding PostgreSQL does not know.
+    #[error("{0}")]
+    UnknownEncoding(String),
+}
+
+/// Why a control file could not be read as one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("could not read control file: {0}")]
+    Unreadable(FileError),
+    #[error(transparent)]
+    Invalid(ControlError),
+}
+
+/// Reads the control file at `path` — a regular file, bounded — and parses it: its bytes (as
+/// PostgreSQL would read them) and its settings. The one reader of control files.
+pub fn read(path: &Path) -> Result<(Vec<u8>, ControlFile), ReadError> {
+    let text = crate::safe_fs::read_regular(path, crate::safe_fs::MAX_TEXT_FILE)
+        .map_err(|e| ReadError::Unreadable(FileError::from(e)))?;
+    let control = ControlFile::parse_bytes(&text).map_err(ReadError::Invalid)?;
+    Ok((text, control))
+}
+
 /// The settings of one control file, in file order (a later repetition wins, as in PostgreSQL).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ControlFile {
@@ -17,13 +54,13 @@ pub struct ControlFile {
 }
 
 impl ControlFile {
-    pub fn parse(text: &str) -> Result<ControlFile, String> {
+    pub fn parse(text: &str) -> Result<ControlFile, ControlError> {
         ControlFile::parse_bytes(text.as_bytes())
     }
 
     /// Reads a control file's bytes (PostgreSQL does not require them to be UTF-8; values that
     /// are not are kept with replacement characters).
-    pub fn parse_bytes(text: &[u8]) -> Result<ControlFile, String> {
+    pub fn parse_bytes(text: &[u8]) -> Result<ControlFile, ControlError> {
         let mut lexer = Lexer { text, pos: 0, line: 1 };
         let mut entries = Vec::new();
         loop {
@@ -43,10 +80,10 @@ impl ControlFile {
                 // its own checks (an assertion, or a value silently cut short). (Elsewhere a NUL
                 // is a syntax error, or in a comment, ignored, as in PostgreSQL.)
                 Token::String if value.contains(&0) => {
-                    return Err(format!(
+                    return Err(ControlError::Syntax(format!(
                         "line {}: a NUL byte in a quoted value, which PostgreSQL cannot read",
                         lexer.line
-                    ));
+                    )));
                 }
                 Token::String => deescape(&value),
                 Token::Id | Token::Integer | Token::Real | Token::UnquotedString => value,
@@ -59,7 +96,9 @@ impl ControlFile {
             }
             let name = String::from_utf8_lossy(&name).into_owned();
             if ["include", "include_if_exists", "include_dir"].iter().any(|d| name.eq_ignore_ascii_case(d)) {
-                return Err(format!("line {line}: \"{name}\" directives are not supported in control files"));
+                return Err(ControlError::Syntax(format!(
+                    "line {line}: \"{name}\" directives are not supported in control files"
+                )));
             }
             entries.push((name, c_string(value)));
             if after == Token::End {
@@ -99,36 +138,39 @@ impl ControlFile {
 
     /// What `parse_extension_control_file` checks; `secondary` for `<name>--<version>.control`
     /// (where `directory` and `default_version` are not allowed).
-    pub fn validate(&self, secondary: bool) -> Result<(), String> {
+    pub fn validate(&self, secondary: bool) -> Result<(), ControlError> {
+        use ControlError::{InvalidValue, Syntax, UnknownEncoding};
         let (mut relocatable, mut schema) = (false, false);
         for (key, value) in &self.entries {
             match key.as_str() {
                 "directory" | "default_version" if secondary => {
-                    return Err(format!("parameter \"{key}\" cannot be set in a secondary extension control file"));
+                    return Err(Syntax(format!(
+                        "parameter \"{key}\" cannot be set in a secondary extension control file"
+                    )));
                 }
                 "directory" | "default_version" | "module_pathname" | "comment" => {}
                 "schema" => schema = true,
                 "relocatable" | "superuser" | "trusted" => {
                     let Some(b) = parse_bool(value) else {
-                        return Err(format!("parameter \"{key}\" requires a Boolean value"));
+                        return Err(InvalidValue(format!("parameter \"{key}\" requires a Boolean value")));
                     };
                     if key == "relocatable" {
                         relocatable = b;
                     }
                 }
                 "encoding" if !is_server_encoding(value) => {
-                    return Err(format!("\"{value}\" is not a valid encoding name"));
+                    return Err(UnknownEncoding(format!("\"{value}\" is not a valid encoding name")));
                 }
                 "encoding" => {}
                 "requires" | "no_relocate" if split_identifiers(value).is_none() => {
-                    return Err(format!("parameter \"{key}\" must be a list of extension names"));
+                    return Err(InvalidValue(format!("parameter \"{key}\" must be a list of extension names")));
                 }
                 "requires" | "no_relocate" => {}
-                _ => return Err(format!("unrecognized parameter \"{key}\"")),
+                _ => return Err(Syntax(format!("unrecognized parameter \"{key}\""))),
             }
         }
         if relocatable && schema {
-            return Err("parameter \"schema\" cannot be specified when \"relocatable\" is true".into());
+            return Err(Syntax("parameter \"schema\" cannot be specified when \"relocatable\" is true".into()));
         }
         Ok(())
     }
@@ -231,84 +273,38 @@ pub fn is_server_encoding(name: &str) -> bool {
     SERVER.contains(&clean.as_str())
 }
 
-/// PostgreSQL's identifier length limit, less its terminating NUL.
-const NAMEDATALEN: usize = 64;
+use crate::name::NAMEDATALEN;
 
 /// `SplitIdentifierString(value, ',')`: a comma-separated list of identifiers, quoted (`""` for
 /// a quote, case kept) or not (ASCII downcased); each cut to 63 bytes. `None` for bad syntax.
 pub fn split_identifiers(value: &str) -> Option<Vec<String>> {
-    let is_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{b}' | '\u{c}');
-    let mut rest = value.trim_start_matches(is_space);
-    let mut names = Vec::new();
-    if rest.is_empty() {
-        return Some(names);
-    }
-    loop {
-        let name = if let Some(quoted) = rest.strip_prefix('"') {
-            let mut name = String::new();
-            let mut chars = quoted.char_indices();
-            loop {
-                let (i, c) = chars.next()?;
-                if c != '"' {
-                    name.push(c);
-                } else if quoted[i + 1..].starts_with('"') {
-                    name.push('"');
-                    chars.next();
-                } else {
-                    rest = &quoted[i + 1..];
-                    break name;
-                }
-            }
-        } else {
-            let end = rest.find(|c: char| c == ',' || is_space(c)).unwrap_or(rest.len());
-            if end == 0 {
-                return None;
-            }
-            let name = rest[..end].to_ascii_lowercase();
-            rest = &rest[end..];
-            name
-        };
-        names.push(truncate_identifier(name));
-        rest = rest.trim_start_matches(is_space);
-        match rest.strip_prefix(',') {
-            Some(next) => rest = next.trim_start_matches(is_space),
-            None if rest.is_empty() => return Some(names),
-            None => return None,
-        }
-    }
-}
-
-fn truncate_identifier(mut name: String) -> String {
-    if name.len() >= NAMEDATALEN {
-        let mut end = NAMEDATALEN - 1;
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        name.truncate(end);
-    }
-    name
+    let items = crate::name::split_list(value, false)?;
+    let name = |(item, quoted): (String, bool)| if quoted { item } else { item.to_ascii_lowercase() };
+    Some(items.into_iter().map(|item| crate::name::truncate(name(item), NAMEDATALEN)).collect())
 }
 
 /// Every `<name>--*.control` in `scripts` must be a regular file that PostgreSQL can read and
 /// accept: on its own (no `directory`, no `default_version`) and, as PostgreSQL reads it, on top
 /// of the primary control file `primary` (`schema` with `relocatable` is checked on the two
 /// together).
-pub fn check_secondary_controls(name: &str, scripts: &Path, primary: &ControlFile) -> Result<(), String> {
+pub fn check_secondary_controls(name: &str, scripts: &Path, primary: &ControlFile) -> Result<(), Unusable> {
     let prefix = format!("{name}--");
     for entry in std::fs::read_dir(scripts).into_iter().flatten().flatten().take(crate::safe_fs::MAX_DIR_ENTRIES) {
         let file = entry.file_name();
-        let Some(file) = file.to_str().filter(|f| f.starts_with(&prefix) && f.ends_with(".control")) else { continue };
-        let path = entry.path();
-        let text = crate::safe_fs::read_regular(&path, crate::safe_fs::MAX_TEXT_FILE)
-            .map_err(|e| format!("secondary control file \"{}\": {e}", path.display()))?;
-        let secondary = ControlFile::parse_bytes(&text)
-            .and_then(|c| c.validate(true).map(|()| c))
-            .map_err(|e| format!("secondary control file \"{}\" ({file}): {e}", path.display()))?;
+        if !file.to_str().is_some_and(|f| f.starts_with(&prefix) && f.ends_with(".control")) {
+            continue;
+        }
+        let file = entry.path();
+        let invalid = |combined, error| Unusable::SecondaryInvalid { file: file.clone(), combined, error };
+        let secondary = match read(&file) {
+            Ok((_, secondary)) => secondary,
+            Err(ReadError::Unreadable(error)) => return Err(Unusable::SecondaryUnreadable { file, error }),
+            Err(ReadError::Invalid(error)) => return Err(invalid(false, error)),
+        };
+        secondary.validate(true).map_err(|e| invalid(false, e))?;
         let mut combined = primary.clone();
         combined.entries.extend(secondary.entries);
-        combined.validate(false).map_err(|e| {
-            format!("secondary control file \"{}\" ({file}), read on top of the primary one: {e}", path.display())
-        })?;
+        combined.validate(false).map_err(|e| invalid(true, e))?;
     }
     Ok(())
 }
@@ -385,15 +381,15 @@ impl Lexer<'_> {
         (token, text)
     }
 
-    fn syntax_error(&self, token: Token, text: &[u8]) -> String {
-        match token {
+    fn syntax_error(&self, token: Token, text: &[u8]) -> ControlError {
+        ControlError::Syntax(match token {
             Token::Eol | Token::End => format!(
                 "syntax error in line {}, near end of line",
                 self.line.saturating_sub(usize::from(token == Token::Eol))
             ),
             _ if text == b"'" => format!("syntax error in line {}: unterminated quoted string", self.line),
             _ => format!("syntax error in line {}, near token \"{}\"", self.line, String::from_utf8_lossy(text)),
-        }
+        })
     }
 }
 
@@ -614,9 +610,17 @@ mod tests {
     fn validation_follows_postgres() {
         assert!(ControlFile::parse(HSTORE).unwrap().validate(false).is_ok());
         let err = |t: &str, secondary| ControlFile::parse(t).unwrap().validate(secondary).unwrap_err();
-        assert!(err("colour = 'blue'", false).contains("unrecognized parameter \"colour\""));
-        assert!(err("trusted = maybe", false).contains("requires a Boolean value"));
-        assert!(err("default_version = '1'", true).contains("secondary"));
+        assert!(err("colour = 'blue'", false).to_string().contains("unrecognized parameter \"colour\""));
+        assert!(err("trusted = maybe", false).to_string().contains("requires a Boolean value"));
+        assert!(err("default_version = '1'", true).to_string().contains("secondary"));
+        // the classes PostgreSQL raises them in (the shell gives each its SQLSTATE)
+        assert!(matches!(err("colour = 'blue'", false), ControlError::Syntax(_)));
+        assert!(matches!(err("default_version = '1'", true), ControlError::Syntax(_)));
+        assert!(matches!(err("trusted = maybe", false), ControlError::InvalidValue(_)));
+        assert!(matches!(err("requires = 'a,,b'", false), ControlError::InvalidValue(_)));
+        assert!(matches!(err("relocatable = true\nschema = s", false), ControlError::Syntax(_)));
+        assert!(matches!(err("encoding = klingon", false), ControlError::UnknownEncoding(_)));
+        assert!(matches!(ControlFile::parse("a = 'x"), Err(ControlError::Syntax(_))));
         for (b, v) in
             [("t", true), ("TRUE", true), ("Tr", true), ("yes", true), ("on", true), ("ON", true), ("1", true)]
         {
@@ -636,23 +640,30 @@ mod tests {
     fn every_parameter_is_checked_as_postgres_does() {
         let ok = |t: &str| ControlFile::parse(t).and_then(|c| c.validate(false));
         // names are case-sensitive in PostgreSQL
-        assert!(ok("Default_Version = '1.0'").unwrap_err().contains("unrecognized parameter \"Default_Version\""));
+        assert!(
+            ok("Default_Version = '1.0'")
+                .unwrap_err()
+                .to_string()
+                .contains("unrecognized parameter \"Default_Version\"")
+        );
         assert!(ok("encoding = 'UTF8'").is_ok());
         assert!(ok("encoding = 'latin-1'").is_ok(), "non-alphanumerics are ignored");
-        assert!(ok("encoding = 'SJIS'").unwrap_err().contains("not a valid encoding name"), "client-only");
-        assert!(ok("encoding = klingon").unwrap_err().contains("\"klingon\" is not a valid encoding name"));
+        assert!(ok("encoding = 'SJIS'").unwrap_err().to_string().contains("not a valid encoding name"), "client-only");
+        assert!(ok("encoding = klingon").unwrap_err().to_string().contains("\"klingon\" is not a valid encoding name"));
         assert!(ok("requires = 'a, \"B c\", D'").is_ok());
         assert_eq!(ControlFile::parse("requires = 'a, \"B c\", D'").unwrap().requires(), ["a", "B c", "d"]);
-        assert!(ok("requires = 'a,,b'").unwrap_err().contains("must be a list of extension names"));
-        assert!(ok("no_relocate = 'a b'").unwrap_err().contains("must be a list of extension names"));
+        assert!(ok("requires = 'a,,b'").unwrap_err().to_string().contains("must be a list of extension names"));
+        assert!(ok("no_relocate = 'a b'").unwrap_err().to_string().contains("must be a list of extension names"));
         assert!(ok("requires = '\"open'").is_err());
         assert!(ok("requires = ''").is_ok());
-        assert!(ok("relocatable = true\nschema = s").unwrap_err().contains("\"schema\" cannot be specified"));
+        assert!(
+            ok("relocatable = true\nschema = s").unwrap_err().to_string().contains("\"schema\" cannot be specified")
+        );
         assert!(ok("relocatable = false\nschema = s").is_ok());
-        assert!(ok("trusted = ' true'").unwrap_err().contains("requires a Boolean value"));
-        assert!(ok("include '/etc/passwd'").unwrap_err().contains("directives are not supported"));
-        assert!(ok("INCLUDE_DIR 'x'").unwrap_err().contains("directives are not supported"));
-        assert!(ControlFile::parse_bytes(b"relocatable = 'on\0'").unwrap_err().contains("NUL byte"));
+        assert!(ok("trusted = ' true'").unwrap_err().to_string().contains("requires a Boolean value"));
+        assert!(ok("include '/etc/passwd'").unwrap_err().to_string().contains("directives are not supported"));
+        assert!(ok("INCLUDE_DIR 'x'").unwrap_err().to_string().contains("directives are not supported"));
+        assert!(ControlFile::parse_bytes(b"relocatable = 'on\0'").unwrap_err().to_string().contains("NUL byte"));
         assert!(ControlFile::parse_bytes(b"relocatable = on\0").is_err(), "a syntax error, as in PostgreSQL");
         let commented =
             ControlFile::parse_bytes(b"default_version = '1.0'\n# a \0 here\nrelocatable = true\n").unwrap();
@@ -683,7 +694,7 @@ mod tests {
             ("a = 'cut\\0here'", "cut"),
             ("a = caf\u{e9}", "caf\u{e9}"),
         ] {
-            assert_eq!(value(text).as_deref(), Ok(v), "{text}");
+            assert_eq!(value(text).ok().as_deref(), Some(v), "{text}");
         }
         assert_eq!(ControlFile::parse("a.b = x").unwrap().entries[0].0, "a.b");
     }

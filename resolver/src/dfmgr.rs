@@ -41,7 +41,7 @@ pub fn expand(
     };
     let pkglib = pkglib.to_string_lossy();
     let have_slash = name.contains('/');
-    for candidate in [name.to_string(), format!("{name}{DLSUFFIX}")] {
+    for candidate in candidates(name) {
         if have_slash {
             let full = PathBuf::from(substitute_libdir(&candidate, &pkglib)?);
             if exists(&full) {
@@ -52,6 +52,12 @@ pub fn expand(
         }
     }
     None
+}
+
+/// The file names PostgreSQL tries for a library name, in order: the name as given, then with
+/// [`DLSUFFIX`] (`expand_dynamic_library_name`).
+pub fn candidates(name: &str) -> [String; 2] {
+    [name.to_string(), format!("{name}{DLSUFFIX}")]
 }
 
 /// `load_external_function` strips `$libdir/` from simple names only (`$libdir/foo`, not
@@ -91,8 +97,8 @@ fn find_in_path(
 }
 
 /// `substitute_path_macro` for `$libdir`: recognised only at the start, as a whole component;
-/// any other `$…` start is an error (`None`).
-fn substitute_libdir(s: &str, pkglib: &str) -> Option<String> {
+/// any other `$…` start is an error (`None`). The one `$libdir` expander.
+pub fn substitute_libdir(s: &str, pkglib: &str) -> Option<String> {
     if !s.starts_with('$') {
         return Some(s.to_string());
     }
@@ -100,9 +106,31 @@ fn substitute_libdir(s: &str, pkglib: &str) -> Option<String> {
     (&s[..end] == "$libdir").then(|| format!("{pkglib}{}", &s[end..]))
 }
 
+/// `SplitDirectoriesString(value, ',')`, as `load_libraries` splits `shared_preload_libraries`
+/// and `session_preload_libraries`: names separated by commas, surrounding whitespace dropped,
+/// double quotes around a name (with `""` for a quote inside), each name cut to MAXPGPATH - 1
+/// bytes (at a character boundary) and canonicalised. `None` where PostgreSQL finds the list
+/// syntax invalid (and loads nothing of it).
+pub fn split_library_list(value: &str) -> Option<Vec<String>> {
+    let items = crate::name::split_list(value, true)?;
+    let name = |item: String| canonicalize_path(&crate::name::truncate(item, crate::name::MAXPGPATH));
+    Some(items.into_iter().map(|(item, _)| name(item)).collect())
+}
+
+/// Whether library name `name` (as a preload list or LOAD gives it) names the library
+/// `stem`: `stem`, `stem.so`, or either under a directory (`$libdir/stem`, an absolute path).
+pub fn names_library(name: &str, stem: &str) -> bool {
+    let file = name.rsplit('/').next().unwrap_or(name);
+    candidates(stem).iter().any(|c| c == file)
+}
+
 /// The parts of PostgreSQL's `canonicalize_path` that matter on Unix: repeated and trailing
 /// slashes, `.` components and textual `..` removal.
 fn canonicalize_path(p: &str) -> String {
+    if p.is_empty() {
+        // as in PostgreSQL: an empty path is returned as it is
+        return String::new();
+    }
     let absolute = p.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
     let mut leading_up = 0;
@@ -208,6 +236,34 @@ mod tests {
         assert_eq!(expand_with("y", Loader::File, path, &["/a/c/y"]).unwrap(), "/a/c/y");
         assert_eq!(canonicalize_path("/"), "/");
         assert_eq!(canonicalize_path("/.."), "/");
+    }
+
+    #[test]
+    fn preload_lists_are_split_as_postgres_splits_them() {
+        let split = |v: &str| split_library_list(v);
+        assert_eq!(split(""), Some(vec![]));
+        assert_eq!(split("   "), Some(vec![]));
+        assert_eq!(split("a"), Some(vec!["a".to_string()]));
+        assert_eq!(split(" a , b\t,c "), Some(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(split("a b, c"), Some(vec!["a b".into(), "c".into()]), "inner spaces are kept");
+        assert_eq!(split(r#""a,b" , "say ""hi""""#), Some(vec!["a,b".into(), r#"say "hi""#.into()]));
+        assert_eq!(split(r#""""#), Some(vec![String::new()]), "an empty quoted name is allowed");
+        assert_eq!(split("$libdir//x/./y/"), Some(vec!["$libdir/x/y".into()]), "canonicalised");
+        for bad in ["a,,b", "a,", ",a", r#""open"#, r#""a" b"#, r#""a"b"#] {
+            assert_eq!(split(bad), None, "{bad:?}");
+        }
+        let long = split(&"x".repeat(2000)).unwrap();
+        assert_eq!(long[0].len(), crate::name::MAXPGPATH - 1);
+    }
+
+    #[test]
+    fn library_names_are_recognised_in_every_spelling() {
+        for name in ["esp", "esp.so", "$libdir/esp", "$libdir/esp.so", "/opt/lib/esp.so"] {
+            assert!(names_library(name, "esp"), "{name}");
+        }
+        for name in ["esp2", "xesp", "esp.so.1", "esp/x", ""] {
+            assert!(!names_library(name, "esp"), "{name}");
+        }
     }
 
     #[test]

@@ -84,20 +84,30 @@ const MAX_DYNAMIC: usize = 1 << 20;
 const MAX_DYNSTR: usize = 16 << 20;
 const SCAN_CHUNK: usize = 1 << 20;
 
+/// Why a file could not be read as a shared object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ElfError {
+    #[error("could not read \"{}\": {error}", .file.display())]
+    Unreadable { file: std::path::PathBuf, error: crate::problem::FileError },
+    #[error("\"{}\" is not a valid ELF shared object: {why}", .file.display())]
+    Invalid { file: std::path::PathBuf, why: String },
+}
+
 /// Reads the dynamic section of the shared object at `path` (a regular file; symlinks
 /// followed), with the PostgreSQL major version of a module's magic block.
-pub fn read_elf(path: &Path) -> Result<ElfInfo, String> {
+pub fn read_elf(path: &Path) -> Result<ElfInfo, ElfError> {
     read_path(path, true)
 }
 
 /// [`read_elf`] without the magic-block scan (`pg_major` is `None`): what dependency plans need.
-pub fn read_dynamic(path: &Path) -> Result<ElfInfo, String> {
+pub fn read_dynamic(path: &Path) -> Result<ElfInfo, ElfError> {
     read_path(path, false)
 }
 
-fn read_path(path: &Path, magic: bool) -> Result<ElfInfo, String> {
-    let file = crate::safe_fs::open_regular(path).map_err(|e| format!("could not read \"{}\": {e}", path.display()))?;
-    let mut info = parse(&file).map_err(|e| format!("\"{}\" is not a valid ELF shared object: {e}", path.display()))?;
+fn read_path(path: &Path, magic: bool) -> Result<ElfInfo, ElfError> {
+    let file = crate::safe_fs::open_regular(path)
+        .map_err(|e| ElfError::Unreadable { file: path.to_path_buf(), error: e.into() })?;
+    let mut info = parse(&file).map_err(|why| ElfError::Invalid { file: path.to_path_buf(), why })?;
     if magic && info.is_pg_module {
         info.pg_major = scan_magic(&file, info.little_endian());
     }
@@ -308,6 +318,12 @@ mod tests {
 
     #[test]
     fn directories_are_refused() {
-        assert!(read_elf(Path::new("/")).unwrap_err().contains("not a regular file"));
+        let err = read_elf(Path::new("/")).unwrap_err();
+        assert!(matches!(err, ElfError::Unreadable { .. }) && err.to_string().contains("not a regular file"), "{err}");
+        let missing = read_elf(Path::new("/nonexistent/x.so")).unwrap_err();
+        assert!(matches!(&missing, ElfError::Unreadable { error, .. } if error.errno == Some(libc::ENOENT)));
+        let text = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(text.path(), "not an object").unwrap();
+        assert!(matches!(read_elf(text.path()).unwrap_err(), ElfError::Invalid { .. }));
     }
 }

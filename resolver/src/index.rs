@@ -8,8 +8,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::Problem;
+use crate::dfmgr;
 use crate::path::{Element, SearchPath};
+use crate::problem::Problem;
 use crate::scan::{self, Found, SystemDirs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -51,11 +52,9 @@ pub struct ExtensionCopy {
 }
 
 impl ExtensionCopy {
-    /// Reads and parses this copy's control file.
-    pub fn read_control(&self) -> Result<crate::control::ControlFile, String> {
-        let text = crate::safe_fs::read_regular(&self.control_file, crate::safe_fs::MAX_TEXT_FILE)
-            .map_err(|e| format!("could not read control file: {e}"))?;
-        crate::control::ControlFile::parse_bytes(&text)
+    /// Reads and parses this copy's control file (not validated: see [`crate::usable`]).
+    pub fn read_control(&self) -> Result<crate::control::ControlFile, crate::control::ReadError> {
+        crate::control::read(&self.control_file).map(|(_, control)| control)
     }
 
     /// Where PostgreSQL will read this copy's scripts from: `directory` from the control file,
@@ -130,7 +129,7 @@ pub struct Index {
 /// order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyDetails {
-    pub control: Result<crate::control::ControlFile, String>,
+    pub control: Result<crate::control::ControlFile, crate::control::ReadError>,
     pub script_directory: Option<PathBuf>,
     pub default_version: Option<String>,
     /// Installable versions, directly or along update scripts.
@@ -198,11 +197,21 @@ impl Index {
     }
 
     fn module_paths(&self, copy: &ExtensionCopy, module: &str) -> Vec<PathBuf> {
-        let bare = module.strip_prefix("$libdir/").unwrap_or(module);
-        let candidates = [bare.to_string(), format!("{bare}.so")];
+        // The copy's own lib/ (and the catalog) serve simple names only: a name with a directory
+        // in it is loaded as it is, with $libdir substituted.
+        let bare = dfmgr::strip_libdir(module);
+        let candidates = if bare.contains('/') { Vec::new() } else { dfmgr::candidates(bare).to_vec() };
         let own = copy.lib_dir.iter().flat_map(|d| candidates.iter().map(move |c| d.join(c)));
+        let pkglib = self.system.lib_dir.to_string_lossy();
+        let system = dfmgr::candidates(module).into_iter().filter_map(|c| {
+            if c.contains('/') {
+                dfmgr::substitute_libdir(&c, &pkglib).map(PathBuf::from)
+            } else {
+                Some(self.system.lib_dir.join(c))
+            }
+        });
         own.chain(self.find_library(module).map(|l| l.path.clone()))
-            .chain(candidates.iter().map(|c| self.system.lib_dir.join(c)))
+            .chain(system)
             .find(|p| p.is_file())
             .into_iter()
             .collect()
@@ -218,9 +227,13 @@ impl Index {
 
     /// Every copy of `name`, the winner first.
     pub fn copies(&self, name: &str) -> &[ExtensionCopy] {
+        &self.extensions[self.copy_range(name)]
+    }
+
+    /// Where the copies of `name` are in [`Index::extensions`] (and [`Index::details`]).
+    pub fn copy_range(&self, name: &str) -> std::ops::Range<usize> {
         let start = self.extensions.partition_point(|c| c.name.as_str() < name);
-        let end = start + self.extensions[start..].partition_point(|c| c.name == name);
-        &self.extensions[start..end]
+        start..start + self.extensions[start..].partition_point(|c| c.name == name)
     }
 
     /// The copy of `name` that PostgreSQL will use.
@@ -241,14 +254,13 @@ impl Index {
     /// The winning library for a name as PostgreSQL is given it (`x`, `x.so`, `$libdir/x`, or
     /// an absolute path), looked up as PostgreSQL does: the name as given, then with `.so`.
     pub fn find_library(&self, name: &str) -> Option<&LibraryCopy> {
-        let bare = name.strip_prefix("$libdir/").unwrap_or(name);
+        let bare = dfmgr::strip_libdir(name);
         if bare.contains('/') {
             return self.libraries.iter().find(|l| l.path == Path::new(bare));
         }
-        let with_suffix = format!("{bare}.so");
-        [bare, with_suffix.as_str()]
+        dfmgr::candidates(bare)
             .into_iter()
-            .find_map(|candidate| self.library_winners().find(|l| l.file_name == candidate))
+            .find_map(|candidate| self.library_winners().find(|l| l.file_name == candidate.as_str()))
     }
 
     /// The copy under a prefix that the file at canonical path `real` is, if any: how a file
@@ -262,6 +274,32 @@ impl Index {
             .take_while(|l| l.file_name.as_os_str() == name)
             .filter(|l| l.prefix.is_some())
             .find(|l| std::fs::canonicalize(&l.path).is_ok_and(|p| p == real))
+    }
+
+    /// The canonical path of the file PostgreSQL's `loader` opens for library `name` (`x`,
+    /// `x.so`, `$libdir/x`, an absolute path) along `dynamic_library_path`, when that file is a
+    /// library copy under a prefix (reached through the catalog, an operator's element or an
+    /// absolute path); `None` for anything else, which is PostgreSQL's to load or report.
+    pub fn served_file(&self, name: &str, loader: dfmgr::Loader, dynamic_library_path: &str) -> Option<PathBuf> {
+        let pkglib = &self.system.lib_dir;
+        let file = dfmgr::expand(name, loader, dynamic_library_path, pkglib, &dfmgr::pg_file_exists)?;
+        let real = std::fs::canonicalize(file).ok()?;
+        self.served_library(&real).is_some().then_some(real)
+    }
+
+    /// `LOAD '$libdir/x'`: PostgreSQL looks only in pkglibdir for it. When `x` is not there but
+    /// an image provides it (found as a C function's `$libdir/x` would be), the real path of the
+    /// image's file, for the statement to load instead.
+    pub fn load_target(&self, filename: &str, dynamic_library_path: &str) -> Option<PathBuf> {
+        if dfmgr::strip_libdir(filename) == filename {
+            return None;
+        }
+        let pkglib = &self.system.lib_dir;
+        if dfmgr::expand(filename, dfmgr::Loader::File, dynamic_library_path, pkglib, &dfmgr::pg_file_exists).is_some()
+        {
+            return None;
+        }
+        self.served_file(filename, dfmgr::Loader::Function, dynamic_library_path)
     }
 
     /// The prefix `path` lies under (as written, or with its links resolved): where trust is

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::Problem;
+use crate::problem::{FileError, PathProblem, Problem};
 
 /// The macro that stands for PostgreSQL's own directories (`pg_config --sharedir`/`extension`
 /// and `--pkglibdir`), as in `extension_control_path`.
@@ -10,8 +10,6 @@ pub const SYSTEM_MACRO: &str = "$system";
 
 /// Longer values are ignored (only `$system` is searched) or, set interactively, refused.
 pub const MAX_VALUE_LEN: usize = 8192;
-
-const EMPTY_ELEMENT: &str = "empty path element ignored";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Element {
@@ -46,35 +44,32 @@ impl SearchPath {
         if value.len() > MAX_VALUE_LEN {
             problems.push(Problem {
                 subject: "extension_search_path.path".into(),
-                message: format!(
-                    "value is {} bytes long, more than {MAX_VALUE_LEN}: ignored, only $system is searched",
-                    value.len()
-                ),
+                kind: PathProblem::TooLong(value.len()).into(),
             });
             return SearchPath { elements: vec![Element::System], implicit_system: true, problems };
         }
         for raw in value.split(':') {
             let trimmed = raw.trim();
-            let problem = |message: &str| Problem { subject: format!("\"{raw}\""), message: message.into() };
+            let problem = |kind: PathProblem| Problem { subject: format!("\"{raw}\""), kind: kind.into() };
             if trimmed.is_empty() {
                 if !value.trim().is_empty() {
-                    problems.push(problem(EMPTY_ELEMENT));
+                    problems.push(problem(PathProblem::Empty));
                 }
                 continue;
             }
             let element = if trimmed == SYSTEM_MACRO {
                 Element::System
             } else if trimmed.starts_with('$') {
-                problems.push(problem("unknown macro; only \"$system\" is recognised, as a whole element"));
+                problems.push(problem(PathProblem::UnknownMacro));
                 continue;
             } else if !Path::new(trimmed).is_absolute() {
-                problems.push(problem("relative path element ignored; elements must be absolute"));
+                problems.push(problem(PathProblem::Relative));
                 continue;
             } else {
                 Element::Prefix(normalize(Path::new(trimmed)))
             };
             if elements.contains(&element) {
-                problems.push(problem("duplicate path element ignored"));
+                problems.push(problem(PathProblem::Duplicate));
                 continue;
             }
             elements.push(element);
@@ -93,36 +88,46 @@ fn normalize(path: &Path) -> PathBuf {
     path.components().collect()
 }
 
-/// What makes an interactively set value (SET, a session's own choice) an error rather than a
-/// warning: every problem of [`SearchPath::parse`] except empty elements (ignored with a
-/// WARNING), plus prefixes that do not exist or are not directories.
-pub fn interactive_errors(value: &str) -> Vec<Problem> {
+fn is_empty_element(problem: &Problem) -> bool {
+    problem.kind == PathProblem::Empty.into()
+}
+
+/// What makes a value set with SET (or ALTER ROLE/DATABASE … SET, a session's own choice) an
+/// error rather than a warning: every problem of [`SearchPath::parse`] except empty elements
+/// (ignored with a WARNING), plus prefixes that do not exist or are not directories.
+pub fn refused_when_set(value: &str) -> Vec<Problem> {
     let parsed = SearchPath::parse(value);
-    let mut errors: Vec<Problem> = parsed.problems.into_iter().filter(|p| p.message != EMPTY_ELEMENT).collect();
-    for element in &parsed.elements {
-        if let Element::Prefix(dir) = element {
-            match std::fs::metadata(dir) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    errors.push(Problem { subject: dir.display().to_string(), message: "is not a directory".into() })
-                }
-                Err(e) => {
-                    errors.push(Problem { subject: dir.display().to_string(), message: format!("cannot be used: {e}") })
-                }
-            }
-        }
+    let mut errors: Vec<Problem> = parsed.problems.iter().filter(|p| !is_empty_element(p)).cloned().collect();
+    for dir in parsed.prefixes() {
+        let kind = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => PathProblem::NotADirectory,
+            Err(e) => PathProblem::Unusable(FileError::from(e)),
+        };
+        errors.push(Problem { subject: dir.display().to_string(), kind: kind.into() });
     }
     errors
 }
 
 /// Empty elements in a value (reported with a WARNING, never an error).
 pub fn has_empty_elements(value: &str) -> bool {
-    SearchPath::parse(value).problems.iter().any(|p| p.message == EMPTY_ELEMENT)
+    SearchPath::parse(value).problems.iter().any(is_empty_element)
 }
 
 /// The catalog an element under `our_root` belongs to (`server`, `session-<key>`), if it is one.
-fn catalog_of<'a>(element: &'a str, our_root: &str) -> Option<&'a str> {
+pub fn catalog_of<'a>(element: &'a str, our_root: &str) -> Option<&'a str> {
     element.strip_prefix(our_root)?.split('/').next().filter(|name| !name.is_empty())
+}
+
+/// The catalog the first element of ours in core path value `value` belongs to, if any.
+pub fn catalog_named<'a>(value: &'a str, our_root: &str) -> Option<&'a str> {
+    value.split(':').find(|e| e.starts_with(our_root)).and_then(|e| catalog_of(e, our_root))
+}
+
+/// Whether core path value `value` names catalog generation `generation` (an element in it).
+pub fn names_generation(value: &str, generation: &Path) -> bool {
+    let prefix = format!("{}/", generation.display());
+    value.split(':').any(|element| element.starts_with(&prefix))
 }
 
 /// Puts `ours` first in a core path setting (`extension_control_path`, `dynamic_library_path`),
@@ -203,23 +208,26 @@ mod tests {
         assert_eq!(p.elements, vec![prefix("/ok"), Element::System]);
         let subjects: Vec<_> = p.problems.iter().map(|x| x.subject.as_str()).collect();
         assert_eq!(subjects, ["\"relative\"", "\"$system/x\"", "\"\"", "\"\"", "\"$libdir\"", "\"/ok\""]);
-        assert!(p.problems[0].message.contains("relative"));
-        assert!(p.problems[5].message.contains("duplicate"));
+        assert_eq!(p.problems[0].kind, PathProblem::Relative.into());
+        assert_eq!(p.problems[1].kind, PathProblem::UnknownMacro.into());
+        assert_eq!(p.problems[2].kind, PathProblem::Empty.into());
+        assert_eq!(p.problems[5].kind, PathProblem::Duplicate.into());
+        assert!(p.problems[0].to_string().contains("relative"));
     }
 
     #[test]
     fn interactive_values_are_held_to_more() {
         let tmp = tempfile::tempdir().unwrap();
         let ok = format!("$system:{}", tmp.path().display());
-        assert!(interactive_errors(&ok).is_empty());
-        assert!(interactive_errors(&format!("{ok}::")).is_empty(), "empty elements only warn");
+        assert!(refused_when_set(&ok).is_empty());
+        assert!(refused_when_set(&format!("{ok}::")).is_empty(), "empty elements only warn");
         assert!(has_empty_elements(&format!("{ok}::")));
-        let errors = interactive_errors("rel:$system/x:/does/not/exist");
+        let errors = refused_when_set("rel:$system/x:/does/not/exist");
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(text.len(), 3, "{text:?}");
         assert!(text[2].starts_with("/does/not/exist: cannot be used"));
         let long = format!("/{}", "x".repeat(MAX_VALUE_LEN));
-        assert!(interactive_errors(&long)[0].message.contains("more than 8192"));
+        assert!(refused_when_set(&long)[0].to_string().contains("more than 8192"));
         assert_eq!(SearchPath::parse(&long).elements, vec![Element::System]);
     }
 
@@ -263,6 +271,16 @@ mod tests {
             "/data/esp/server/gen-5/share:/x:$system"
         );
         assert_eq!(merge_core_path("/data/esp/server/current/share", ours, "/data/esp/"), ours);
+    }
+
+    #[test]
+    fn values_name_catalogs_and_generations() {
+        let value = "/x:/r/session-ab/gen-2/lib:/r/server/gen-1/lib";
+        assert_eq!(catalog_named(value, "/r/"), Some("session-ab"));
+        assert_eq!(catalog_named("/x:$libdir", "/r/"), None);
+        assert!(names_generation(value, Path::new("/r/server/gen-1")));
+        assert!(!names_generation(value, Path::new("/r/server/gen-2")));
+        assert!(!names_generation("/r/server/gen-10/lib", Path::new("/r/server/gen-1")), "whole names only");
     }
 
     #[test]

@@ -63,6 +63,12 @@ impl TrustPolicy {
         TrustPolicy { enforce, server_uid: unsafe { libc::geteuid() } }
     }
 
+    /// Why `path` (reached from `top`) is refused, when this policy enforces trust and `path` is
+    /// not trusted: the one rule behind the catalog, the loader and `check()`.
+    pub fn refuses(&self, top: &Path, path: &Path) -> Option<String> {
+        if self.enforce { self.distrust_from(top, path) } else { None }
+    }
+
     /// Why `path` is not trusted, if it is not.
     ///
     /// * As reached: `path` and every directory from `top` (a prefix) down to it must be owned by

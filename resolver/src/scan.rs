@@ -14,9 +14,9 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::Problem;
 use crate::index::{ExtensionCopy, Image, Layout, LibraryCopy};
 use crate::name::primary_control_name;
+use crate::problem::{FileError, Problem, ProblemKind};
 
 /// PostgreSQL's own directories, what `$system` stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub fn scan_prefix(element: usize, prefix: &Path, found: &mut Found) {
         if !readable_dir(&dir) {
             found.problems.push(Problem {
                 subject: dir.display().to_string(),
-                message: format!("could not read directory: {}", std::io::Error::last_os_error()),
+                kind: ProblemKind::Directory(FileError::from(std::io::Error::last_os_error())),
             });
             continue;
         }
@@ -145,7 +145,7 @@ fn list(dir: &Path, subject: &str, problems: &mut Vec<Problem>) -> Vec<(OsString
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            problems.push(Problem { subject: subject.to_string(), message: format!("could not read directory: {e}") });
+            problems.push(Problem { subject: subject.to_string(), kind: ProblemKind::Directory(FileError::from(e)) });
             return Vec::new();
         }
     };

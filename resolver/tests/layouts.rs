@@ -4,9 +4,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use esp_resolver::catalog::usable;
 use esp_resolver::control::ControlFile;
+use esp_resolver::problem::Unusable;
 use esp_resolver::safe_fs::TrustPolicy;
+use esp_resolver::usable::usable;
 use esp_resolver::{Catalog, Index, Layout, SearchPath, SystemDirs};
 use tempfile::TempDir;
 
@@ -256,7 +257,7 @@ fn control_directory_settings_are_honoured() {
     let index = t.index("@/ext");
     let generated_control = |name: &str| {
         usable(index.resolve(name).unwrap(), &TrustPolicy::for_this_process(false))
-            .map(|bytes| String::from_utf8(bytes).unwrap())
+            .map(|usable| String::from_utf8(usable.generated).unwrap())
     };
     let rel = generated_control("rel").unwrap();
     let rel = ControlFile::parse(&rel).unwrap();
@@ -268,6 +269,8 @@ fn control_directory_settings_are_honoured() {
     let classic = ControlFile::parse(&generated_control("classic").unwrap()).unwrap();
     assert_eq!(classic.get("directory"), Some(t.p("ext/classic/sql").to_str().unwrap()));
     let lost = generated_control("lost").unwrap_err();
+    assert_eq!(lost, Unusable::NoScriptDirectory(t.p("ext/lost/share/gone")));
+    let lost = lost.to_string();
     assert!(lost.contains(&format!("\"{}\" does not exist", t.p("ext/lost/share/gone").display())), "{lost}");
 }
 
@@ -281,7 +284,12 @@ fn a_broken_control_file_is_reported_and_left_out() {
     assert_eq!(report.extensions, 1);
     assert_eq!(report.problems.len(), 1);
     assert!(report.problems[0].subject.ends_with("bad/bad.control"));
-    assert!(report.problems[0].message.contains("unterminated"), "{:?}", report.problems);
+    assert!(report.problems[0].to_string().contains("unterminated"), "{:?}", report.problems);
+    assert!(
+        matches!(&report.problems[0].kind, esp_resolver::ProblemKind::Unusable(Unusable::ControlInvalid(_))),
+        "{:?}",
+        report.problems
+    );
 }
 
 #[test]
@@ -493,6 +501,8 @@ fn secondary_control_files_are_read_on_top_of_the_primary() {
     t.file("ext/sx/sql/sx--1.0.control", "relocatable = true\n");
     let index = t.index("@/ext");
     let err = usable(index.resolve("sx").unwrap(), &TrustPolicy::for_this_process(false)).unwrap_err();
+    assert!(matches!(err, Unusable::SecondaryInvalid { combined: true, .. }), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("read on top of the primary one") && err.contains("\"schema\" cannot be specified"), "{err}");
 }
 
@@ -502,7 +512,7 @@ fn odd_directory_names_are_written_so_postgres_reads_them_back() {
     t.file("ext/img\nnl/share/extension/nlx.control", "default_version = '1.0'\n");
     t.file("ext/img\nnl/share/extension/nlx--1.0.sql", "");
     let index = t.index("@/ext");
-    let text = usable(index.resolve("nlx").unwrap(), &TrustPolicy::for_this_process(false)).unwrap();
+    let text = usable(index.resolve("nlx").unwrap(), &TrustPolicy::for_this_process(false)).unwrap().generated;
     let control = ControlFile::parse_bytes(&text).unwrap();
     assert_eq!(control.get("directory"), Some(t.p("ext/img\nnl/share/extension").to_str().unwrap()));
 }

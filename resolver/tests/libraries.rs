@@ -5,7 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use esp_resolver::libs::{LibraryContext, Resolution, plan, system_library_dirs};
+use esp_resolver::dependencies::{LibraryContext, LibraryRefusal, Resolution, plan, plan_loading, system_library_dirs};
+use esp_resolver::elf::ElfError;
+use esp_resolver::safe_fs::TrustPolicy;
 use esp_resolver::{Index, SearchPath, SystemDirs};
 
 /// Compiles `source` into the shared object `out` with `soname`, linked against `needs`
@@ -148,7 +150,45 @@ fn an_unreadable_module_is_an_error() {
     fs::create_dir_all(t.p("ext/x/lib")).unwrap();
     fs::write(t.p("ext/x/lib/x.so"), b"not elf").unwrap();
     let err = plan(&t.p("ext/x/lib/x.so"), &t.ctx("@/ext")).unwrap_err();
-    assert!(err.contains("not a valid ELF"), "{err}");
+    assert!(matches!(err, ElfError::Invalid { .. }) && err.to_string().contains("not a valid ELF"), "{err}");
+}
+
+/// The decision the shell acts on before loading a library from an image: every file trusted
+/// and every need met, or the typed reason why not.
+#[test]
+fn loading_is_planned_or_refused_with_the_reason() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = chain();
+    for dir in ["", "ext", "ext/m", "ext/m/lib", "ext/m/system"] {
+        fs::set_permissions(t.p(dir), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let system = SystemDirs { extension_dir: t.p("none/extension"), lib_dir: t.p("none/lib") };
+    let index = Index::build(&SearchPath::parse(t.p("ext").to_str().unwrap()), &system);
+    let module = fs::canonicalize(t.p("ext/m/lib/m.so")).unwrap();
+    let enforce = TrustPolicy::for_this_process(true);
+    let go = |policy: &TrustPolicy| plan_loading(&module, &index, policy, system_library_dirs(), HashSet::new());
+    let planned = go(&enforce).unwrap();
+    assert_eq!(planned.load_order.len(), 2);
+    // a bundled library anyone may write: refused, naming it
+    fs::set_permissions(t.p("ext/m/system/libc_leaf.so.1"), fs::Permissions::from_mode(0o666)).unwrap();
+    match go(&enforce).unwrap_err() {
+        LibraryRefusal::NotTrusted { file, why } => {
+            assert_eq!(file, t.p("ext/m/system/libc_leaf.so.1"));
+            assert!(why.contains("writable by group or others"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(go(&TrustPolicy::for_this_process(false)).is_ok(), "only reported when trust is not enforced");
+    // a need met nowhere: refused, with the directories searched
+    fs::remove_file(t.p("ext/m/system/libc_leaf.so.1")).unwrap();
+    match go(&enforce).unwrap_err() {
+        LibraryRefusal::MissingDependency { soname, needed_by, searched } => {
+            assert_eq!(soname, "libc_leaf.so.1");
+            assert_eq!(needed_by, t.p("ext/m/lib/libb_mid.so.1"));
+            assert!(searched.contains(&t.p("ext/m/system")), "{searched:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -191,12 +231,12 @@ fn loaded_objects_are_known_by_soname_not_only_by_file_name() {
     // a library whose file name is not its soname, as the system's libz.so.1.2.13 is libz.so.1
     let file = tmp.path().join("libespdiff.so.1.2.3");
     cc(&file, "libespdiff.so.1", "int espdiff(void) { return 1; }", &[], &[]);
-    assert!(!esp_resolver::libs::loaded_sonames().contains("libespdiff.so.1"));
+    assert!(!esp_resolver::dependencies::loaded_sonames().contains("libespdiff.so.1"));
     let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
     // SAFETY: a plain dlopen of a library this test just built (no constructors).
     let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     assert!(!handle.is_null());
-    let names = esp_resolver::libs::loaded_sonames();
+    let names = esp_resolver::dependencies::loaded_sonames();
     assert!(names.contains("libespdiff.so.1"), "the soname: {names:?}");
     assert!(names.contains("libespdiff.so.1.2.3"), "and the file name");
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use esp_resolver::libs::{LibraryContext, system_library_dirs};
+use esp_resolver::dependencies::{LibraryContext, system_library_dirs};
 use esp_resolver::mounts::Mount;
 use esp_resolver::report::{Severity, check, image_reports, library_reports};
 use esp_resolver::safe_fs::TrustPolicy;
@@ -108,6 +108,10 @@ fn tree() -> T {
     t.file("gw/shared/sql/shared--1.0.sql", "");
     t.cc("gw/shared/lib/shared.so", "int shared(void) { return 1; }", &[]);
     fs::set_permissions(t.p("gw"), fs::Permissions::from_mode(0o775)).unwrap();
+    // untrusted and also refused by PostgreSQL: with trust not enforced, still left out
+    t.file("ext/loosebad/loosebad.control", "default_version = '1.0'\ncolour = 'blue'\n");
+    t.file("ext/loosebad/sql/loosebad--1.0.sql", "");
+    fs::set_permissions(t.p("ext/loosebad/loosebad.control"), fs::Permissions::from_mode(0o666)).unwrap();
     // a control file owned by another user
     t.file("ext/foreign/foreign.control", "default_version = '1.0'\n");
     t.file("ext/foreign/sql/foreign--1.0.sql", "");
@@ -216,6 +220,11 @@ fn check_finds_every_planted_problem() {
     let loose = relaxed.iter().find(|f| f.message.contains("ext/loose/sql\" is writable")).unwrap();
     assert_eq!(loose.severity, Severity::Warning);
     assert!(loose.hint.contains("trusted_files_only is off"), "{}", loose.hint);
+    // ... and what the catalog leaves out anyway is said as such: trust a warning, the control
+    // file an error (check() judges a copy by the catalog's own decision, trust on or off)
+    let loosebad: Vec<_> = relaxed.iter().filter(|f| f.extension.as_deref() == Some("loosebad")).collect();
+    let said: Vec<_> = loosebad.iter().map(|f| (f.severity, f.message.contains("unrecognized parameter"))).collect();
+    assert_eq!(said, [(Severity::Error, true), (Severity::Warning, false)], "{loosebad:#?}");
     assert!(findings.windows(2).all(|w| w[0].severity <= w[1].severity), "most severe first");
     assert!(findings.iter().all(|f| !f.hint.is_empty()));
     // the good extension has no finding of its own

@@ -12,7 +12,7 @@ use pgrx::prelude::*;
 
 use esp_resolver::dfmgr::Loader;
 
-use crate::libraries::prepare;
+use crate::loading::make_loadable;
 
 /// `ClanguageId` (pg_language.dat), not in pgrx's bindings.
 const C_LANGUAGE_ID: u32 = 13;
@@ -46,7 +46,7 @@ unsafe extern "C-unwind" fn needs_fmgr(fn_oid: pg_sys::Oid) -> bool {
 #[inline(never)]
 unsafe extern "C-unwind" fn prepare_function(fn_oid: pg_sys::Oid) {
     if let Some(probin) = c_function_library(fn_oid) {
-        prepare(&probin, Loader::Function);
+        make_loadable(&probin, Loader::Function);
     }
 }
 

@@ -1,4 +1,6 @@
-//! The hooks, one file per family, installed together by [`init`].
+//! The hooks, one file per family, installed together by [`init`]: `core_settings.rs` (check
+//! hooks on `extension_control_path` and `dynamic_library_path`), `utility.rs`
+//! (ProcessUtility), `fmgr.rs` (needs_fmgr_hook), `session.rs` (ClientAuthentication_hook).
 //!
 //! Every hook follows one shape, so that PostgreSQL's own errors pass through us untouched:
 //!
@@ -17,11 +19,13 @@
 //! the outer frame is a "plain old frame" (RFC 2945): nothing in it has a destructor that the
 //! jump could skip, and it is inside no `catch_unwind`.
 
+mod core_settings;
 mod fmgr;
 mod session;
 mod utility;
 
 pub fn init() {
+    core_settings::init();
     utility::init();
     fmgr::init();
     session::init();

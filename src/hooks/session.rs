@@ -47,5 +47,5 @@ unsafe extern "C-unwind" fn client_authentication(port: *mut c_void, status: i32
 #[pg_guard]
 #[inline(never)]
 unsafe extern "C-unwind" fn follow_newest() {
-    crate::server::adopt_server_generation();
+    crate::generations::adopt_server_generation();
 }

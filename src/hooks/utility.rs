@@ -4,9 +4,9 @@
 //!   catalog up to date with the session's path first, so a directory added under a prefix, or
 //!   a path changed by reload or SET, is seen without a restart.
 //! * LOAD, also from extension scripts: `LOAD '$libdir/x'` of a module that lives only in an
-//!   image loads the image's file; the library is prepared.
-//! * CREATE FUNCTION … LANGUAGE C: the library is prepared (PostgreSQL's validator loads it);
-//!   this is also how an extension's modules are prepared, from its scripts.
+//!   image loads the image's file; the library is made loadable.
+//! * CREATE FUNCTION … LANGUAGE C: the library is made loadable (PostgreSQL's validator loads it);
+//!   this is also how an extension's modules are made loadable, from its scripts.
 //!
 //! Every statement then goes to the previous hook, or PostgreSQL's own implementation, called
 //! from a frame outside pgrx's error conversion (see [`super`]).
@@ -19,7 +19,7 @@ use pgrx::prelude::*;
 
 use esp_resolver::dfmgr::Loader;
 
-use crate::libraries::{load_target, prepare};
+use crate::loading::{load_target, make_loadable};
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
@@ -114,17 +114,17 @@ unsafe extern "C-unwind" fn before_utility(
         let superuser = || pg_sys::superuser();
         match (*stmt).type_ {
             pg_sys::NodeTag::T_CreateExtensionStmt | pg_sys::NodeTag::T_AlterExtensionStmt if !nested => {
-                crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
+                crate::refresh::refresh_session(crate::refresh::Refresh::IfChanged, false);
             }
             pg_sys::NodeTag::T_LoadStmt if superuser() => {
                 if !nested {
-                    crate::server::refresh_session(crate::server::Refresh::IfChanged, false);
+                    crate::refresh::refresh_session(crate::refresh::Refresh::IfChanged, false);
                 }
                 return prepare_load(pstmt, read_only_tree);
             }
             pg_sys::NodeTag::T_CreateFunctionStmt if superuser() => {
                 if let Some(library) = c_function_library(stmt.cast()) {
-                    prepare(&library, Loader::Function);
+                    make_loadable(&library, Loader::Function);
                 }
             }
             _ => {}
@@ -133,7 +133,8 @@ unsafe extern "C-unwind" fn before_utility(
     }
 }
 
-/// LOAD: rewrites `$libdir/x` to the image's file when only an image has it, and prepares it.
+/// LOAD: rewrites `$libdir/x` to the image's file when only an image has it, and makes it
+/// loadable.
 /// Returns the statement to execute (a copy when it had to change a read-only tree).
 unsafe fn prepare_load(pstmt: *mut pg_sys::PlannedStmt, read_only_tree: bool) -> *mut pg_sys::PlannedStmt {
     // SAFETY: the caller checked that utilityStmt is a LoadStmt; copyObjectImpl returns a deep
@@ -145,11 +146,11 @@ unsafe fn prepare_load(pstmt: *mut pg_sys::PlannedStmt, read_only_tree: bool) ->
         }
         let filename = CStr::from_ptr((*load).filename).to_string_lossy().into_owned();
         let Some(target) = load_target(&filename) else {
-            prepare(&filename, Loader::File);
+            make_loadable(&filename, Loader::File);
             return pstmt;
         };
         // The same file as a C function's `$libdir/x` finds (what load_target looked up).
-        prepare(&filename, Loader::Function);
+        make_loadable(&filename, Loader::Function);
         let target = target.to_string_lossy().into_owned();
         let pstmt =
             if read_only_tree { pg_sys::copyObjectImpl(pstmt.cast()).cast::<pg_sys::PlannedStmt>() } else { pstmt };

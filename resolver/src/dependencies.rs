@@ -16,6 +16,10 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::elf::ElfError;
+use crate::index::Index;
+use crate::safe_fs::TrustPolicy;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
     /// In the image of the object that needs it (or next to it through `$ORIGIN`).
@@ -93,7 +97,7 @@ pub fn image_library_dirs(file: &Path) -> Vec<PathBuf> {
 }
 
 /// Works out what loading `module` needs. Fails only when `module` itself cannot be read.
-pub fn plan(module: &Path, ctx: &LibraryContext) -> Result<Plan, String> {
+pub fn plan(module: &Path, ctx: &LibraryContext) -> Result<Plan, ElfError> {
     let mut plan = Plan::default();
     let mut seen = HashSet::new();
     visit(module, ctx, &mut seen, &mut plan, 0)?;
@@ -108,7 +112,7 @@ fn visit(
     seen: &mut HashSet<String>,
     plan: &mut Plan,
     depth: usize,
-) -> Result<(), String> {
+) -> Result<(), ElfError> {
     let info = crate::elf::read_dynamic(object)?;
     if depth > MAX_DEPTH {
         return Ok(());
@@ -171,6 +175,62 @@ fn find<'a>(soname: &str, dirs: impl Iterator<Item = &'a PathBuf>, searched: &mu
         }
     }
     None
+}
+
+/// Why a library served from a prefix cannot be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LibraryRefusal {
+    /// The library, or a bundled library it needs, is not trusted.
+    #[error("\"{}\" is not trusted: {why}", .file.display())]
+    NotTrusted { file: PathBuf, why: String },
+    /// It cannot be read as a shared object.
+    #[error(transparent)]
+    NotALibrary(#[from] ElfError),
+    /// A library it needs is nowhere: not loaded, not bundled, not on the system, in no image.
+    #[error("\"{}\" needs \"{soname}\", which was not found", .needed_by.display())]
+    MissingDependency { soname: String, needed_by: PathBuf, searched: Vec<PathBuf> },
+    /// The dynamic loader refused a bundled library (found by the shell, which loads them).
+    #[error("\"{}\": {message}", .file.display())]
+    LoadFailed { file: PathBuf, message: String },
+}
+
+/// What loading the library at `real` (a canonical path, a copy under a prefix of `index`)
+/// takes: every file it would load trusted (when `policy` enforces trust) and every need met —
+/// in its own image or on the system, else in the other images. The bundled libraries to load
+/// first, leaves first.
+pub fn plan_loading(
+    real: &Path,
+    index: &Index,
+    policy: &TrustPolicy,
+    system_dirs: Vec<PathBuf>,
+    loaded: HashSet<String>,
+) -> Result<Plan, LibraryRefusal> {
+    let trusted = |file: &Path| {
+        let top = index.prefix_holding(file).unwrap_or_else(|| file.parent().unwrap_or(file).to_path_buf());
+        policy
+            .refuses(&top, file)
+            .map_or(Ok(()), |why| Err(LibraryRefusal::NotTrusted { file: file.to_path_buf(), why }))
+    };
+    trusted(real)?;
+    let mut ctx = LibraryContext { image_dirs: Vec::new(), system_dirs, loaded };
+    let mut result = plan(real, &ctx);
+    if result.as_ref().is_ok_and(|p| p.missing().next().is_some()) {
+        // Not in its own image nor on the system: look in the other images too.
+        ctx.image_dirs = index.image_library_dirs();
+        result = plan(real, &ctx);
+    }
+    let plan = result?;
+    if let Some(missing) = plan.missing().next() {
+        return Err(LibraryRefusal::MissingDependency {
+            soname: missing.soname.clone(),
+            needed_by: missing.needed_by.clone(),
+            searched: missing.searched.clone(),
+        });
+    }
+    for file in &plan.load_order {
+        trusted(file)?;
+    }
+    Ok(plan)
 }
 
 /// The directories the system's dynamic loader searches: `LD_LIBRARY_PATH`, `/etc/ld.so.conf`

@@ -1,71 +1,32 @@
-//! The server's side of resolution: where PostgreSQL's own directories are, where the catalog
-//! lives, and refreshing it.
+//! Refreshing the catalogs: the server's at start and reload (in the postmaster), and before
+//! CREATE/ALTER EXTENSION, LOAD and `rescan()` (in a backend, for the session's path), with the
+//! index of the last scan kept so that an unchanged path costs one stat per prefix.
 //!
-//! The catalog (see `esp_resolver::catalog`) lives in the data directory, the one place the
-//! server can always write, under `pg_stat_tmp/` (which pg_basebackup and pg_rewind skip):
-//! `$PGDATA/pg_stat_tmp/extension_search_path/server` for the server-wide path and
-//! `…/session-<key>` for any other value a session has. It is derived data: rebuilt at start,
-//! on reload and before every CREATE/ALTER EXTENSION and LOAD when a prefix changed.
-//!
-//! Each catalog is a series of immutable generations (see `esp_resolver::catalog`). A process
-//! points PostgreSQL's settings at one generation and holds it while they may name it; it moves
-//! to the newest one at the points it cannot be reading: session start, a reload, and before
-//! CREATE/ALTER EXTENSION, LOAD and `rescan()`.
+//! Nothing here raises an error: problems are reported (see `crate::messages`) and a catalog
+//! that cannot be written leaves the previous one in place.
 
-use std::ffi::CStr;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use esp_resolver::catalog::key;
-use esp_resolver::{Catalog, Index, SearchPath, SyncReport, SystemDirs};
+use esp_resolver::catalog::{parse_server_settings_record, server_settings_record};
+use esp_resolver::safe_fs::TrustPolicy;
+use esp_resolver::{Catalog, Index, SearchPath, SyncReport};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
-pub struct Locations {
-    pub root: PathBuf,
-    pub server: Catalog,
-    pub system: SystemDirs,
-}
+use crate::generations::{adopt, adopt_server_generation, keep, release_unnamed, server_generation};
+use crate::locations::{locations, try_locations};
 
-static LOCATIONS: OnceLock<Locations> = OnceLock::new();
-
-/// Set in the postmaster by `init` and inherited by every backend.
-pub fn locations() -> &'static Locations {
-    LOCATIONS.get().expect("extension_search_path is initialised in _PG_init")
-}
-
+/// In the postmaster's `_PG_init`: records the server-wide settings and builds the server
+/// catalog, which every backend then inherits with its index.
 pub fn init() {
-    let locations = LOCATIONS.get_or_init(|| {
-        // Under pg_stat_tmp, whose contents pg_basebackup and pg_rewind skip by design: the catalog
-        // (symlinks, generated files) is derived data every server rebuilds at start, and tools
-        // that copy a data directory must neither copy it nor trip over its links.
-        let root = data_dir().join("pg_stat_tmp").join("extension_search_path");
-        // Where versions before 0.2 kept it, and the layout before generations.
-        let _ = fs::remove_dir_all(data_dir().join("extension_search_path"));
-        for old in ["share", "lib"] {
-            let _ = fs::remove_dir_all(root.join("server").join(old));
-        }
-        for old in [".stamp", ".inuse"] {
-            let _ = fs::remove_file(root.join("server").join(old));
-        }
-        Locations { server: Catalog::new(root.join("server")), root, system: system_dirs() }
-    });
-    // Session catalogs of earlier runs are stale.
-    if let Ok(entries) = fs::read_dir(&locations.root) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with("session-") {
-                let _ = fs::remove_dir_all(entry.path());
-            }
-        }
-    }
     let value = crate::gucs::path();
     record_server_settings(&value, crate::gucs::trust_policy().enforce);
     // Read every control file once now, in the postmaster: backends inherit what the SQL
     // functions report instead of reading N files each.
-    if let Some(index) = refresh(&locations.server, &value, PgLogLevel::WARNING, Refresh::Full) {
+    if let Some(index) = refresh(&locations().server, &value, PgLogLevel::WARNING, Refresh::Full) {
         index.details();
     }
     adopt_server_generation();
@@ -74,7 +35,7 @@ pub fn init() {
 /// A reload changed (or re-read) the server-wide path: rebuild the server catalog. Runs in the
 /// postmaster's assign hook, so it never raises an error.
 pub fn refresh_server_catalog_after_reload(value: &str) {
-    if let Some(locations) = LOCATIONS.get() {
+    if let Some(locations) = try_locations() {
         record_server_settings(value, crate::gucs::trust_policy().enforce);
         // Every SIGHUP comes here, changed or not: rebuild only when the value or the
         // prefixes' entries changed (rescan() rebuilds on demand).
@@ -83,7 +44,7 @@ pub fn refresh_server_catalog_after_reload(value: &str) {
         }
         adopt_server_generation();
         // Session catalogs no backend holds any more.
-        esp_resolver::catalog::collect_unused(&locations.root, "session-");
+        esp_resolver::catalog::collect_unused(&locations.root, esp_resolver::catalog::SESSION_CATALOG_PREFIX);
     }
 }
 
@@ -105,18 +66,19 @@ fn record_server_settings(value: &str, enforce: bool) {
     *SERVER_SETTINGS.lock().unwrap_or_else(|e| e.into_inner()) = Some((enforce, value.to_string()));
     let file = server_settings_file();
     let tmp = file.with_file_name(format!(".server-settings.tmp-{}", std::process::id()));
-    let text = format!("{}\n{value}", if enforce { "on" } else { "off" });
     let written = fs::create_dir_all(&locations().root)
-        .and_then(|()| fs::write(&tmp, text))
+        .and_then(|()| fs::write(&tmp, server_settings_record(enforce, value)))
         .and_then(|()| fs::rename(&tmp, &file));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         // Better no record than a stale one: backends then go by what they inherited.
         let _ = fs::remove_file(&file);
-        crate::messages::warn(
-            PgLogLevel::WARNING,
-            format!("extension_search_path: could not record the server-wide settings in \"{}\": {e}", file.display()),
-        );
+        let message =
+            format!("extension_search_path: could not record the server-wide settings in \"{}\": {e}", file.display());
+        let report = ErrorReport::new(crate::errors::for_io(&e), message, "record_server_settings")
+            .set_detail("Backends forked before the last reload go by the settings they inherited.")
+            .set_hint("Check that the data directory is writable by the server.");
+        crate::messages::emit(PgLogLevel::WARNING, report);
     }
 }
 
@@ -129,9 +91,7 @@ fn server_settings() -> (bool, String) {
     let inherited = || SERVER_SETTINGS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let recorded = || {
         let bytes = esp_resolver::safe_fs::read_regular(&server_settings_file(), 64 * 1024).ok()?;
-        let text = String::from_utf8(bytes).ok()?;
-        let (enforce, value) = text.split_once('\n')?;
-        Some((enforce == "on", value.to_string()))
+        parse_server_settings_record(&String::from_utf8(bytes).ok()?)
     };
     let found = if in_postmaster { inherited() } else { recorded().or_else(inherited) };
     found.unwrap_or_else(|| (crate::gucs::trust_policy().enforce, crate::gucs::path()))
@@ -141,11 +101,7 @@ fn server_settings() -> (bool, String) {
 /// ALTER ROLE/DATABASE … SET, connection options).
 pub fn catalog_for(value: &str) -> Catalog {
     let locations = locations();
-    if value == server_settings().1 {
-        locations.server.clone()
-    } else {
-        Catalog::new(locations.root.join(format!("session-{}", key(value))))
-    }
+    if value == server_settings().1 { locations.server.clone() } else { locations.session_catalog(value) }
 }
 
 /// Brings the catalog of this session's path up to date and points the session's core settings
@@ -155,7 +111,7 @@ pub fn catalog_for(value: &str) -> Catalog {
 pub fn refresh_session(how: Refresh, loud: bool) -> Option<Arc<Index>> {
     let path = crate::gucs::path();
     let catalog = catalog_for(&path);
-    let server = catalog.root() == locations().server.root();
+    let server = locations().is_server(&catalog);
     // Problems name paths: clients see them only when they may see paths.
     let level = if (loud || !server) && crate::roles::may_see_paths() {
         PgLogLevel::WARNING
@@ -172,64 +128,6 @@ pub fn refresh_session(how: Refresh, loud: bool) -> Option<Arc<Index>> {
     crate::core_paths::point_session_at(&generation);
     release_unnamed();
     index
-}
-
-/// The generations this process's settings may name (the current value, the reset value, values
-/// saved by SET LOCAL or function SET clauses), held so that no other process removes them.
-static HELD: Mutex<Vec<Arc<esp_resolver::catalog::InUse>>> = Mutex::new(Vec::new());
-
-/// Keeps `held` among this process's claims (once per generation).
-fn keep(held: Arc<esp_resolver::catalog::InUse>) {
-    let mut all = HELD.lock().unwrap_or_else(|e| e.into_inner());
-    if !all.iter().any(|h| h.dir == held.dir) {
-        all.push(held);
-    }
-}
-
-/// Gives up the claims on generations that no value of the core settings names any more (the
-/// server generation this process uses is always kept: the settings name it from start on).
-fn release_unnamed() {
-    let values = crate::core_paths::all_values();
-    let own = SERVER_GENERATION.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let named = |dir: &Path| {
-        let prefix = format!("{}/", dir.display());
-        own.as_deref() == Some(dir) || values.iter().any(|v| v.split(':').any(|element| element.starts_with(&prefix)))
-    };
-    HELD.lock().unwrap_or_else(|e| e.into_inner()).retain(|h| named(&h.dir));
-}
-
-/// The server catalog generation this process points PostgreSQL at (inherited from the
-/// postmaster, then followed at session start, reloads and refreshes).
-static SERVER_GENERATION: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// The server catalog's generation this process uses: what the core settings name.
-pub fn server_generation() -> PathBuf {
-    let adopted = SERVER_GENERATION.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    adopted.unwrap_or_else(|| locations().server.current_link())
-}
-
-/// Holds the current generation of `catalog`; its directory, or `None` if it has none yet (or
-/// it cannot be held: then the settings keep naming what they named).
-fn adopt(catalog: &Catalog) -> Option<PathBuf> {
-    let held = catalog.adopt().ok()??;
-    let dir = held.dir.clone();
-    keep(Arc::new(held));
-    Some(dir)
-}
-
-/// Moves this process to the server catalog's current generation (cheap when it already uses
-/// it: one readlink). Never raises an error.
-pub fn adopt_server_generation() {
-    let Some(locations) = LOCATIONS.get() else { return };
-    if locations.server.current().as_ref() == SERVER_GENERATION.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        return;
-    }
-    let Some(dir) = adopt(&locations.server) else { return };
-    *SERVER_GENERATION.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir);
-    crate::core_paths::follow_server_generation();
-    // Backends forked earlier keep their own claims on older generations: a claim is shared
-    // with the processes forked while it was held.
-    release_unnamed();
 }
 
 /// Whether a refresh may reuse what this process already knows.
@@ -301,20 +199,11 @@ pub fn refresh(catalog: &Catalog, value: &str, level: PgLogLevel, how: Refresh) 
 /// The server-wide trust setting changed (in the postmaster's assign hook, before the new value
 /// is stored): rebuild the server catalog under the new policy.
 pub fn refresh_server_catalog_for_trust(enforce: bool) {
-    if let Some(locations) = LOCATIONS.get() {
+    if let Some(locations) = try_locations() {
         record_server_settings(&crate::gucs::path(), enforce);
-        let policy = esp_resolver::safe_fs::TrustPolicy::for_this_process(enforce);
+        let policy = TrustPolicy::for_this_process(enforce);
         refresh_with(&locations.server, &crate::gucs::path(), PgLogLevel::WARNING, Refresh::Full, policy);
         adopt_server_generation();
-    }
-}
-
-/// Test builds only: a prefix whose name ends in `esp-inject-panic` panics inside the hook path,
-/// to show a Rust panic reaching PostgreSQL as an ERROR.
-#[cfg(feature = "pg_test")]
-fn inject_panic(value: &str) {
-    if value.split(':').any(|e| e.ends_with("esp-inject-panic")) {
-        panic!("extension_search_path: injected panic");
     }
 }
 
@@ -323,10 +212,10 @@ fn refresh_with(
     value: &str,
     level: PgLogLevel,
     how: Refresh,
-    policy: esp_resolver::safe_fs::TrustPolicy,
+    policy: TrustPolicy,
 ) -> Option<Arc<Index>> {
     #[cfg(feature = "pg_test")]
-    inject_panic(value);
+    crate::tests::inject_panic(value);
     if how == Refresh::IfChanged
         && let Some(index) = cached(value, policy.enforce)
     {
@@ -340,7 +229,7 @@ fn refresh_with(
     // A backend writes the server catalog only for the settings the postmaster recorded, checked
     // under the catalog's lock: one that built its index before a reload changed the path or
     // the trust setting must not undo the postmaster's sync.
-    let server = catalog.root() == locations().server.root();
+    let server = locations().is_server(catalog);
     let still_wanted = || !server || server_settings() == (policy.enforce, value.to_string());
     let (synced, index) = if in_postmaster {
         // The postmaster never waits for a backend's sync: if one holds the catalog, it tries
@@ -373,7 +262,7 @@ fn refresh_with(
         (catalog.sync_if(&index, true, &still_wanted).map(Some), Some(index))
     };
     for problem in index.iter().flat_map(|i| &i.problems) {
-        crate::messages::warn(level, format!("extension_search_path: {problem}"));
+        crate::messages::problem(level, problem, "refresh");
     }
     let mut complete = true;
     // A reload between our check and the end of our sync: the postmaster found the catalog
@@ -389,14 +278,14 @@ fn refresh_with(
         // that are no longer the server's.
         complete = false;
         let (enforce, recorded) = server_settings();
-        let policy = esp_resolver::safe_fs::TrustPolicy::for_this_process(enforce);
+        let policy = TrustPolicy::for_this_process(enforce);
         refresh_with(catalog, &recorded, level, Refresh::Overtaken, policy);
     }
     match synced {
         Ok(Some(report)) if report.stale => complete = false,
         Ok(Some(report)) => {
             for problem in &report.problems {
-                crate::messages::warn(level, format!("extension_search_path: {problem}"));
+                crate::messages::problem(level, problem, "refresh");
             }
             // the generation it made or found current stays ours until we adopt it
             if let Some(held) = &report.held {
@@ -407,18 +296,17 @@ fn refresh_with(
         }
         Ok(None) => {
             complete = false;
-            crate::messages::warn(
-                PgLogLevel::LOG,
-                "extension_search_path: the catalog is being updated by a backend; trying again at the next reload"
-                    .into(),
-            );
+            let message =
+                "extension_search_path: the catalog is being updated by a backend; trying again at the next reload";
+            let report = ErrorReport::new(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, message, "refresh");
+            crate::messages::emit(PgLogLevel::LOG, report);
         }
         Err(e) => {
             complete = false;
             crate::messages::emit(
                 level,
                 ErrorReport::new(
-                    PgSqlErrorCode::ERRCODE_IO_ERROR,
+                    crate::errors::for_io(&e),
                     format!("extension_search_path: could not update catalog \"{}\": {e}", catalog.root().display()),
                     "refresh",
                 )
@@ -446,27 +334,4 @@ fn refresh_with(
         old => std::mem::forget(old),
     }
     Some(index)
-}
-
-fn data_dir() -> PathBuf {
-    // SAFETY: DataDir is set (absolute) before shared_preload_libraries are loaded.
-    let dir = unsafe { pg_sys::DataDir };
-    if dir.is_null() {
-        return PathBuf::from(".");
-    }
-    // SAFETY: non-null, NUL-terminated, lives for the whole process.
-    PathBuf::from(unsafe { CStr::from_ptr(dir) }.to_string_lossy().into_owned())
-}
-
-/// `$system`: `pg_config --sharedir`/extension and `--pkglibdir`, following a relocated install.
-fn system_dirs() -> SystemDirs {
-    let mut share = [0 as std::ffi::c_char; pg_sys::MAXPGPATH as usize];
-    // SAFETY: my_exec_path is set at process start; get_share_path writes at most MAXPGPATH
-    // bytes into the buffer; pkglib_path is a NUL-terminated global array.
-    unsafe {
-        pg_sys::get_share_path((&raw const pg_sys::my_exec_path).cast(), share.as_mut_ptr());
-        let share = CStr::from_ptr(share.as_ptr()).to_string_lossy().into_owned();
-        let lib = CStr::from_ptr((&raw const pg_sys::pkglib_path).cast()).to_string_lossy().into_owned();
-        SystemDirs { extension_dir: PathBuf::from(share).join("extension"), lib_dir: PathBuf::from(lib) }
-    }
 }

@@ -1,0 +1,157 @@
+//! Loading modules from images: before PostgreSQL loads a library that is a copy under a prefix,
+//! the bundled libraries it needs are loaded (leaves first, by absolute path), or an error names
+//! what is missing and where it was looked for. What to load, and whether it may be, is decided
+//! by the core (`esp_resolver::dependencies::plan_loading`); this module loads and reports.
+//!
+//! [`make_loadable`] is called before PostgreSQL loads a library: for LOAD, CREATE FUNCTION …
+//! LANGUAGE C (also from extension scripts), the first call of a C function in a backend
+//! (through needs_fmgr_hook), and the preload lists at server start. Each name is made loadable
+//! once per process; backends inherit what the postmaster did.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use esp_resolver::Index;
+use esp_resolver::dependencies::{LibraryRefusal, loaded_sonames, plan_loading, system_library_dirs};
+use esp_resolver::dfmgr::{Loader, names_library, split_library_list};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+
+/// What making each library name loadable came to in this process — done, found to need
+/// nothing, or refused — per loader (they spell `$libdir/x` differently), under the
+/// `dynamic_library_path` it was looked up with. That value names the catalog generation, so a
+/// change under a prefix, a reload that changes what is served, or a session's own path starts
+/// afresh; until then a refusal is repeated without redoing the work. Inherited by backends
+/// from the postmaster. A static, never dropped: nothing to free at backend exit.
+static OUTCOMES: Mutex<Option<Outcomes>> = Mutex::new(None);
+
+type Outcomes = (String, HashMap<(String, bool), Result<(), LibraryRefusal>>);
+
+/// The settings an outcome depends on: `dynamic_library_path` (which names the catalog
+/// generation) and the trust setting.
+fn outcomes_under() -> String {
+    format!("{}\n{}", crate::gucs::current(c"dynamic_library_path"), crate::gucs::trust_policy().enforce)
+}
+
+fn remembered(name: &str, loader: Loader) -> Option<Result<(), LibraryRefusal>> {
+    let under = outcomes_under();
+    let key = (name.to_string(), loader == Loader::File);
+    let guard = OUTCOMES.lock().unwrap_or_else(|e| e.into_inner());
+    guard.as_ref().filter(|(u, _)| *u == under).and_then(|(_, outcomes)| outcomes.get(&key).cloned())
+}
+
+fn remember(name: &str, loader: Loader, outcome: &Result<(), LibraryRefusal>) {
+    let under = outcomes_under();
+    let key = (name.to_string(), loader == Loader::File);
+    let mut guard = OUTCOMES.lock().unwrap_or_else(|e| e.into_inner());
+    match guard.as_mut() {
+        Some((u, outcomes)) if *u == under => {
+            outcomes.insert(key, outcome.clone());
+        }
+        _ => *guard = Some((under, HashMap::from([(key, outcome.clone())]))),
+    }
+}
+
+/// Makes `name`, as `loader` is about to load it (`x`, `x.so`, `$libdir/x`, an absolute path),
+/// loadable when the file PostgreSQL will open is a library served from a prefix: loads the
+/// bundled libraries it needs, and raises an ERROR for one that cannot be loaded. Anything else
+/// — a name PostgreSQL will not find, PostgreSQL's own files, a file that is no copy under a
+/// prefix — is left to PostgreSQL, which loads or reports it exactly as it does without us:
+/// nothing of it is read and nothing it needs is loaded.
+pub fn make_loadable(name: &str, loader: Loader) {
+    if let Err(refusal) = try_make_loadable(name, loader) {
+        report(name, &refusal, PgLogLevel::ERROR);
+    }
+}
+
+/// Raises (or, below ERROR, logs) the refusal to load `name`.
+fn report(name: &str, refusal: &LibraryRefusal, level: PgLogLevel) {
+    let error = crate::errors::for_library(name, refusal);
+    let mut report = ErrorReport::new(error.code, error.message, "make_loadable").set_hint(error.hint);
+    // The DETAIL names files and directories: only for roles that may see them.
+    if crate::roles::may_see_paths() {
+        report = report.set_detail(error.detail);
+    }
+    if level >= PgLogLevel::ERROR {
+        report.report(level);
+    } else {
+        crate::messages::emit(level, report);
+    }
+}
+
+fn try_make_loadable(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    if let Some(outcome) = remembered(name, loader) {
+        return outcome;
+    }
+    let outcome = load_dependencies(name, loader);
+    // A refusal is remembered only by the backend that met it (never by the postmaster, whose
+    // memory every backend inherits): a new session tries again, e.g. once the missing library
+    // is installed or a file's mode fixed.
+    // SAFETY: a plain global, false only in the postmaster.
+    if outcome.is_ok() || unsafe { pgrx::pg_sys::IsUnderPostmaster } {
+        remember(name, loader, &outcome);
+    }
+    outcome
+}
+
+fn load_dependencies(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
+    let index = session_index();
+    let dynamic_library_path = crate::gucs::current(c"dynamic_library_path");
+    let Some(real) = index.served_file(name, loader, &dynamic_library_path) else {
+        return Ok(());
+    };
+    let policy = crate::gucs::trust_policy();
+    let plan = plan_loading(&real, &index, &policy, system_library_dirs(), loaded_sonames())?;
+    for library in &plan.load_order {
+        // SAFETY: loading a shared library runs its initialisers; these are the dependencies
+        // of a module PostgreSQL is about to load anyway, which would run them too, and every
+        // one is a trusted file of an image (plan_loading checked).
+        let opened = unsafe {
+            libloading::os::unix::Library::open(
+                Some(library),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+            )
+        };
+        match opened {
+            // Kept loaded for the life of the process, like PostgreSQL's own modules.
+            Ok(handle) => std::mem::forget(handle),
+            Err(e) => return Err(LibraryRefusal::LoadFailed { file: library.clone(), message: e.to_string() }),
+        }
+    }
+    Ok(())
+}
+
+/// The index of the session's path (from the cache when it is current).
+pub fn session_index() -> std::sync::Arc<Index> {
+    crate::refresh::index_for(&crate::gucs::path())
+}
+
+/// `LOAD '$libdir/x'` of a module only an image has: the image's file, for the statement to
+/// load instead (see `Index::load_target`).
+pub fn load_target(filename: &str) -> Option<PathBuf> {
+    session_index().load_target(filename, &crate::gucs::current(c"dynamic_library_path"))
+}
+
+/// At server start, in the postmaster: make every library named in shared_preload_libraries
+/// (PostgreSQL loads them right after us, in list order, by the same dynamic_library_path) and
+/// session_preload_libraries loadable, so their bundled libraries are loaded and every backend
+/// inherits them. A library of the shared list we refuse stops the start, as its load would; one
+/// of the session list is only logged: PostgreSQL loads those in each new backend, where a
+/// failure refuses that connection, not the server. A list PostgreSQL cannot split is left to
+/// PostgreSQL, which logs it and loads nothing of it.
+pub fn prepare_preload_lists() {
+    for (setting, level) in
+        [(c"shared_preload_libraries", PgLogLevel::ERROR), (c"session_preload_libraries", PgLogLevel::WARNING)]
+    {
+        let names = split_library_list(&crate::gucs::current(setting)).unwrap_or_default();
+        for name in names.iter().filter(|n| !names_library(n, "extension_search_path")) {
+            if let Err(refusal) = try_make_loadable(name, Loader::File) {
+                report(name, &refusal, level);
+            }
+        }
+    }
+}
