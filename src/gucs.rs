@@ -54,7 +54,7 @@ pub fn init() {
 
 /// The trust policy in force.
 pub fn trust_policy() -> esp_resolver::safe_fs::TrustPolicy {
-    esp_resolver::safe_fs::TrustPolicy::for_this_process(TRUSTED_FILES_ONLY.get())
+    esp_resolver::safe_fs::TrustPolicy::for_this_process(trusted_files_only())
 }
 
 /// Values set interactively (SET, ALTER ROLE/DATABASE … SET) must be usable: a bad element is an
@@ -99,6 +99,25 @@ pub fn current(name: &CStr) -> String {
     // SAFETY: GetConfigOption with missing_ok = false raises an ERROR for an unknown name and
     // otherwise returns a NUL-terminated string owned by the GUC machinery, copied at once.
     unsafe { CStr::from_ptr(pg_sys::GetConfigOption(name.as_ptr(), false, false)) }.to_string_lossy().into_owned()
+}
+
+/// Runs `f` on the current value of `dynamic_library_path`, read in place from the variable
+/// PostgreSQL keeps it in (no lookup by name: asked at every C function's FmgrInfo set-up).
+pub fn with_dynamic_library_path<R>(f: impl FnOnce(&CStr) -> R) -> R {
+    // SAFETY: Dynamic_library_path is the setting's own variable, a NUL-terminated string the
+    // GUC machinery sets at start and replaces (never frees while current) on change; read on
+    // the main thread, used before anything can change it.
+    let value = unsafe { pg_sys::Dynamic_library_path };
+    if value.is_null() {
+        return f(c"");
+    }
+    // SAFETY: as above.
+    f(unsafe { CStr::from_ptr(value) })
+}
+
+/// `extension_search_path.trusted_files_only`.
+pub fn trusted_files_only() -> bool {
+    TRUSTED_FILES_ONLY.get()
 }
 
 /// The session's current path value.

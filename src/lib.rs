@@ -49,6 +49,8 @@ pub extern "C-unwind" fn _PG_init() {
     refresh::init();
     hooks::init();
     loading::prepare_preload_lists();
+    // last: what the start's scans freed goes back to the system before any backend is forked
+    refresh::release_free_memory();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use esp_resolver::Index;
 use esp_resolver::dependencies::{LibraryRefusal, loaded_sonames, plan_loading, system_library_dirs};
 use esp_resolver::dfmgr::{Loader, names_library, split_library_list};
+use esp_resolver::index::{load_target as load_target_of, served_file};
+use esp_resolver::{Index, SearchPath};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
@@ -24,33 +25,51 @@ use pgrx::prelude::*;
 /// change under a prefix, a reload that changes what is served, or a session's own path starts
 /// afresh; until then a refusal is repeated without redoing the work. Inherited by backends
 /// from the postmaster. A static, never dropped: nothing to free at backend exit.
+///
+/// Asked at every call of a C function that needs its FmgrInfo set up, so the question costs no
+/// allocation and no system call: the setting is compared in place.
 static OUTCOMES: Mutex<Option<Outcomes>> = Mutex::new(None);
 
-type Outcomes = (String, HashMap<(String, bool), Result<(), LibraryRefusal>>);
+struct Outcomes {
+    dynamic_library_path: Vec<u8>,
+    trusted_files_only: bool,
+    /// Per library name: the outcome for [`Loader::Function`] and for [`Loader::File`].
+    by_name: HashMap<String, [Option<Result<(), LibraryRefusal>>; 2]>,
+}
 
-/// The settings an outcome depends on: `dynamic_library_path` (which names the catalog
-/// generation) and the trust setting.
-fn outcomes_under() -> String {
-    format!("{}\n{}", crate::gucs::current(c"dynamic_library_path"), crate::gucs::trust_policy().enforce)
+fn slot(loader: Loader) -> usize {
+    usize::from(loader == Loader::File)
 }
 
 fn remembered(name: &str, loader: Loader) -> Option<Result<(), LibraryRefusal>> {
-    let under = outcomes_under();
-    let key = (name.to_string(), loader == Loader::File);
-    let guard = OUTCOMES.lock().unwrap_or_else(|e| e.into_inner());
-    guard.as_ref().filter(|(u, _)| *u == under).and_then(|(_, outcomes)| outcomes.get(&key).cloned())
+    let trusted_files_only = crate::gucs::trusted_files_only();
+    crate::gucs::with_dynamic_library_path(|path| {
+        let guard = OUTCOMES.lock().unwrap_or_else(|e| e.into_inner());
+        let outcomes = guard
+            .as_ref()
+            .filter(|o| o.trusted_files_only == trusted_files_only && o.dynamic_library_path == path.to_bytes())?;
+        outcomes.by_name.get(name)?[slot(loader)].clone()
+    })
 }
 
 fn remember(name: &str, loader: Loader, outcome: &Result<(), LibraryRefusal>) {
-    let under = outcomes_under();
-    let key = (name.to_string(), loader == Loader::File);
-    let mut guard = OUTCOMES.lock().unwrap_or_else(|e| e.into_inner());
-    match guard.as_mut() {
-        Some((u, outcomes)) if *u == under => {
-            outcomes.insert(key, outcome.clone());
+    let trusted_files_only = crate::gucs::trusted_files_only();
+    crate::gucs::with_dynamic_library_path(|path| {
+        let mut guard = OUTCOMES.lock().unwrap_or_else(|e| e.into_inner());
+        let current = guard
+            .as_ref()
+            .is_some_and(|o| o.trusted_files_only == trusted_files_only && o.dynamic_library_path == path.to_bytes());
+        if !current {
+            *guard = Some(Outcomes {
+                dynamic_library_path: path.to_bytes().to_vec(),
+                trusted_files_only,
+                by_name: HashMap::new(),
+            });
         }
-        _ => *guard = Some((under, HashMap::from([(key, outcome.clone())]))),
-    }
+        if let Some(outcomes) = guard.as_mut() {
+            outcomes.by_name.entry(name.to_string()).or_default()[slot(loader)] = Some(outcome.clone());
+        }
+    })
 }
 
 /// Makes `name`, as `loader` is about to load it (`x`, `x.so`, `$libdir/x`, an absolute path),
@@ -99,13 +118,19 @@ fn try_make_loadable(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
 }
 
 fn load_dependencies(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
-    let index = session_index();
+    let locations = crate::locations::locations();
     let dynamic_library_path = crate::gucs::current(c"dynamic_library_path");
-    let Some(real) = index.served_file(name, loader, &dynamic_library_path) else {
+    // Through the catalog (the usual way) no index is needed: one is built (once per backend)
+    // only for a file reached otherwise, or a need met only in another image.
+    let path = SearchPath::parse(&crate::gucs::path());
+    let (pkglib, catalogs) = (&locations.system.lib_dir, &locations.root);
+    let found = served_file(name, loader, &dynamic_library_path, &path, pkglib, catalogs, session_index);
+    let Some(real) = found else {
         return Ok(());
     };
     let policy = crate::gucs::trust_policy();
-    let plan = plan_loading(&real, &index, &policy, system_library_dirs(), loaded_sonames())?;
+    let others = || session_index().image_library_dirs();
+    let plan = plan_loading(&real, &path, others, &policy, system_library_dirs(), loaded_sonames())?;
     for library in &plan.load_order {
         // SAFETY: loading a shared library runs its initialisers; these are the dependencies
         // of a module PostgreSQL is about to load anyway, which would run them too, and every
@@ -133,7 +158,10 @@ pub fn session_index() -> std::sync::Arc<Index> {
 /// `LOAD '$libdir/x'` of a module only an image has: the image's file, for the statement to
 /// load instead (see `Index::load_target`).
 pub fn load_target(filename: &str) -> Option<PathBuf> {
-    session_index().load_target(filename, &crate::gucs::current(c"dynamic_library_path"))
+    let locations = crate::locations::locations();
+    let dynamic_library_path = crate::gucs::current(c"dynamic_library_path");
+    let path = SearchPath::parse(&crate::gucs::path());
+    load_target_of(filename, &dynamic_library_path, &path, &locations.system.lib_dir, &locations.root, session_index)
 }
 
 /// At server start, in the postmaster: make every library named in shared_preload_libraries

@@ -24,12 +24,23 @@ use crate::locations::{locations, try_locations};
 pub fn init() {
     let value = crate::gucs::path();
     record_server_settings(&value, crate::gucs::trust_policy().enforce);
-    // Read every control file once now, in the postmaster: backends inherit what the SQL
-    // functions report instead of reading N files each.
-    if let Some(index) = refresh(&locations().server, &value, PgLogLevel::WARNING, Refresh::Full) {
-        index.details();
-    }
+    // (What the SQL functions report of each control file is read when first asked, by the
+    // backend that asks: kept in the postmaster, it would be copied into the page tables of
+    // every backend forked.)
+    refresh(&locations().server, &value, PgLogLevel::WARNING, Refresh::Start);
     adopt_server_generation();
+}
+
+/// In the postmaster: gives the memory a scan and a sync freed back to the system. Every
+/// connection forks the postmaster, and fork copies the page table entries of every page it
+/// has, used or free; with thousands of images the scan's garbage would cost each connection.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator; called on the main
+    // thread of a single-threaded process.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A reload changed (or re-read) the server-wide path: rebuild the server catalog. Runs in the
@@ -39,12 +50,11 @@ pub fn refresh_server_catalog_after_reload(value: &str) {
         record_server_settings(value, crate::gucs::trust_policy().enforce);
         // Every SIGHUP comes here, changed or not: rebuild only when the value or the
         // prefixes' entries changed (rescan() rebuilds on demand).
-        if let Some(index) = refresh(&locations.server, value, PgLogLevel::WARNING, Refresh::IfChanged) {
-            index.details();
-        }
+        refresh(&locations.server, value, PgLogLevel::WARNING, Refresh::IfChanged);
         adopt_server_generation();
         // Session catalogs no backend holds any more.
         esp_resolver::catalog::collect_unused(&locations.root, esp_resolver::catalog::SESSION_CATALOG_PREFIX);
+        release_free_memory();
     }
 }
 
@@ -133,7 +143,10 @@ pub fn refresh_session(how: Refresh, loud: bool) -> Option<Arc<Index>> {
 /// Whether a refresh may reuse what this process already knows.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Refresh {
-    /// Rescan and resync whatever the cache says (start, reload, rescan()).
+    /// Server start: rescan; build a new generation only when the current one does not serve
+    /// the prefixes and files as they are (a restart with nothing changed rewrites nothing).
+    Start,
+    /// Rescan and resync whatever the cache says (a changed trust setting, rescan()).
     Full,
     /// Reuse the cached index and skip the sync when no prefix gained or lost an image since.
     IfChanged,
@@ -142,11 +155,10 @@ pub enum Refresh {
     Overtaken,
 }
 
-/// The last index this process built and synced a catalog from, with the path value and trust
-/// policy it was built for. Set in the postmaster at start and reload, so every new backend
-/// starts with it: a CREATE EXTENSION then costs one stat per prefix, not a scan. A static, not
-/// a thread-local: statics are never dropped, so a backend's exit does not walk (and, through
-/// copy-on-write, copy) the inherited index to free it.
+/// The last index this backend built and synced a catalog from, with the path value and trust
+/// policy it was built for. The postmaster keeps none (see [`refresh_with`]): what it verified is
+/// in `VERIFIED`, which every backend inherits, so a CREATE EXTENSION with nothing changed costs
+/// one stat per prefix, not a scan. A static, never dropped: a backend's exit frees nothing.
 static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
 
 struct Cached {
@@ -158,15 +170,29 @@ struct Cached {
     built_by: u32,
 }
 
-/// The index of `value`, from the cache when it is still current, else freshly scanned (not
-/// synced: for reading).
+/// The index of `value`, from the caches when it is still current, else freshly scanned (not
+/// synced: for reading) and kept for the next reader in this backend.
 pub fn index_for(value: &str) -> Arc<Index> {
     let enforce = crate::gucs::trust_policy().enforce;
     if let Some(index) = cached(value, enforce) {
         return index;
     }
-    Arc::new(Index::build(&SearchPath::parse(value), &locations().system))
+    let mut read = READ.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(index) = read.as_ref().filter(|c| c.value == value && c.enforce == enforce && c.index.is_current()) {
+        return index.index.clone();
+    }
+    let index = Arc::new(Index::build(&SearchPath::parse(value), &locations().system));
+    // SAFETY: a plain global, false only in the postmaster (which keeps no index).
+    if unsafe { pg_sys::IsUnderPostmaster } {
+        let built_by = std::process::id();
+        *read = Some(Cached { value: value.to_string(), enforce, index: index.clone(), built_by });
+    }
+    index
 }
+
+/// The last index this backend built only to read it (SQL functions, the libraries of other
+/// images): never taken for a synced catalog's, so a refresh still syncs what it must.
+static READ: Mutex<Option<Cached>> = Mutex::new(None);
 
 fn cached(value: &str, enforce: bool) -> Option<Arc<Index>> {
     let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
@@ -204,6 +230,7 @@ pub fn refresh_server_catalog_for_trust(enforce: bool) {
         let policy = TrustPolicy::for_this_process(enforce);
         refresh_with(&locations.server, &crate::gucs::path(), PgLogLevel::WARNING, Refresh::Full, policy);
         adopt_server_generation();
+        release_free_memory();
     }
 }
 
@@ -216,8 +243,10 @@ fn refresh_with(
 ) -> Option<Arc<Index>> {
     #[cfg(feature = "pg_test")]
     crate::tests::inject_panic(value);
+    // (the catalog must still be there: a session catalog nobody held may have been collected)
     if how == Refresh::IfChanged
         && let Some(index) = cached(value, policy.enforce)
+        && catalog.current().is_some()
     {
         return Some(index);
     }
@@ -231,34 +260,40 @@ fn refresh_with(
     // the trust setting must not undo the postmaster's sync.
     let server = locations().is_server(catalog);
     let still_wanted = || !server || server_settings() == (policy.enforce, value.to_string());
+    // What this process found the catalog serving last: the prefixes as they are now means
+    // nothing to do (one stat per prefix, no lock, no scan).
+    let path = SearchPath::parse(value);
+    let fingerprint = esp_resolver::index::fingerprint(&path, &locations().system);
+    let seen = (catalog.root().to_path_buf(), value.to_string(), policy.enforce, fingerprint);
+    let verified = || VERIFIED.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&seen);
     let (synced, index) = if in_postmaster {
         // The postmaster never waits for a backend's sync: if one holds the catalog, it tries
         // again at the next reload (and backends sync what they need before CREATE, ALTER and
-        // LOAD). It always scans: every backend inherits its index.
-        let index = Index::build(&SearchPath::parse(value), &locations().system);
-        (catalog.try_sync(&index, how != Refresh::IfChanged), Some(index))
+        // LOAD). It keeps no index: backends forked from it would copy its pages' table entries
+        // at every connection; each builds its own when it needs one.
+        if how == Refresh::IfChanged && verified() {
+            return None;
+        }
+        let index = Index::build(&path, &locations().system);
+        let synced = match how {
+            Refresh::Start => catalog.try_sync_if_files_changed(&index),
+            _ => catalog.try_sync(&index, how != Refresh::IfChanged),
+        };
+        (synced, Some(index))
     } else if how == Refresh::IfChanged {
         // After a change under a prefix, one backend scans and builds a generation; the others
         // wait for it and scan nothing (the catalog is what their statement needs). Once this
         // backend has seen the catalog serve the prefixes as they are, it checks again only
         // when they change (one stat per prefix, no lock).
-        let path = SearchPath::parse(value);
-        let fingerprint = esp_resolver::index::fingerprint(&path, &locations().system);
-        let seen = (catalog.root().to_path_buf(), value.to_string(), policy.enforce, fingerprint);
-        if VERIFIED.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&seen) {
+        if verified() {
             return cached(value, policy.enforce);
         }
         match catalog.sync_lazily(&path, &locations().system, &still_wanted) {
-            Ok((report, index)) => {
-                if !report.stale {
-                    *VERIFIED.lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
-                }
-                (Ok(Some(report)), index)
-            }
+            Ok((report, index)) => (Ok(Some(report)), index),
             Err(e) => (Err(e), None),
         }
     } else {
-        let index = Index::build(&SearchPath::parse(value), &locations().system);
+        let index = Index::build(&path, &locations().system);
         (catalog.sync_if(&index, true, &still_wanted).map(Some), Some(index))
     };
     for problem in index.iter().flat_map(|i| &i.problems) {
@@ -315,9 +350,12 @@ fn refresh_with(
             )
         }
     }
+    // What this process verified: the state just synced, or nothing (a sync not done or not
+    // complete is not evidence the catalog serves anything).
+    *VERIFIED.lock().unwrap_or_else(|e| e.into_inner()) = complete.then_some(seen);
     let index = Arc::new(index?);
-    if !complete {
-        // Not remembered as synced: the next refresh tries again.
+    if !complete || in_postmaster {
+        // Not remembered as synced: the next refresh tries again. (The postmaster keeps none.)
         return Some(index);
     }
     let cached = Cached {

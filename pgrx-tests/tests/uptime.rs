@@ -124,3 +124,40 @@ fn a_reload_during_a_long_sync_is_not_lost() {
     assert_eq!(s.sql(count), "0", "the catalog kept serving the old path after the reload");
     s.assert_no_crash();
 }
+
+/// The postmaster's private memory does not grow with the number of images: it keeps no index
+/// (every connection forks it, and fork copies the page-table entries of all it has), and gives
+/// back what its scans freed, at start and at reload.
+#[test]
+fn the_postmaster_keeps_no_index_of_thousands_of_images() {
+    fn anonymous_kb(s: &Server) -> u64 {
+        let pid = fs::read_to_string(s.data.join("postmaster.pid")).unwrap().lines().next().unwrap().trim().to_string();
+        let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Anonymous:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no Anonymous in {rollup}"))
+    }
+    let dir = tempdir();
+    let empty = dir.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let prefix = dir.path().join("extensions");
+    images(&prefix, 3000);
+    run_chmod_readable(dir.path());
+    let plain = Server::with_path(&format!("$system:{}", empty.display()), &[]);
+    let baseline = anonymous_kb(&plain);
+    drop(plain);
+    let s = Server::with_path(&format!("$system:{}", prefix.display()), &[]);
+    assert_eq!(s.sql("SELECT count(*) FROM pg_available_extensions WHERE name LIKE 'esp_img%'"), "3000");
+    let at_start = anonymous_kb(&s);
+    // (an index of 3,000 images, kept, was about 8 MB, and the scan's garbage as much again)
+    assert!(at_start < baseline + 2048, "postmaster: {at_start} kB of private memory at 3,000 images, {baseline} kB with none");
+    sql_images(&prefix, ["esp_late".to_string()]);
+    run_chmod_readable(&prefix);
+    s.reload();
+    s.wait_for("SELECT count(*) FROM pg_available_extensions WHERE name = 'esp_late'", |v| v == "1");
+    let after_reload = anonymous_kb(&s);
+    assert!(after_reload < baseline + 2048, "postmaster: {after_reload} kB after a reload, {baseline} kB with none");
+    s.assert_no_crash();
+}

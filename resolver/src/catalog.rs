@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -150,13 +151,22 @@ impl Catalog {
     /// is still what this catalog must serve; else nothing is written and the report says
     /// `stale` (a backend that built its index before a reload must not undo it).
     pub fn sync_if(&self, index: &Index, force: bool, still_wanted: &dyn Fn() -> bool) -> io::Result<SyncReport> {
-        self.sync_locking(index, force, true, still_wanted).map(|r| r.unwrap_or_default())
+        self.sync_locking(index, Rebuild::forced(force), true, still_wanted).map(|r| r.unwrap_or_default())
     }
 
     /// [`Catalog::sync`] that never waits: `None` when another process holds the catalog
     /// (the postmaster must never block on a backend).
     pub fn try_sync(&self, index: &Index, force: bool) -> io::Result<Option<SyncReport>> {
-        self.sync_locking(index, force, false, &|| true)
+        self.sync_locking(index, Rebuild::forced(force), false, &|| true)
+    }
+
+    /// [`Catalog::try_sync`] for a server start: the current generation is kept when nothing it
+    /// was built from changed — neither the prefixes' entries nor the files and directories of
+    /// what it serves (their inode numbers, sizes and change times, see [`files_digest`]) — so a
+    /// restart reads and writes nothing of it. A change inside a script directory that leaves
+    /// the directory itself as it was (a `chmod` of one script) is seen at `rescan()`.
+    pub fn try_sync_if_files_changed(&self, index: &Index) -> io::Result<Option<SyncReport>> {
+        self.sync_locking(index, Rebuild::IfFilesChanged, false, &|| true)
     }
 
     /// Whether this process can take the catalog's lock right now (`None`: another holds it).
@@ -185,7 +195,7 @@ impl Catalog {
     fn sync_locking(
         &self,
         index: &Index,
-        force: bool,
+        rebuild: Rebuild,
         wait: bool,
         still_wanted: &dyn Fn() -> bool,
     ) -> io::Result<Option<SyncReport>> {
@@ -195,18 +205,41 @@ impl Catalog {
         }
         // What the current generation was built from: when another process just built it for
         // the same state (many backends after one change), there is nothing to do.
-        if !force && let Some(report) = self.unchanged(&stamp(index, &self.trust)) {
+        // (taken before anything is read: a file changed while the generation is built makes
+        // the next start build again)
+        let digest = files_digest(index);
+        let files = match rebuild {
+            Rebuild::Always => None,
+            Rebuild::IfPrefixesChanged => Some(None),
+            Rebuild::IfFilesChanged => Some(Some(digest.as_str())),
+        };
+        if let Some(files) = files
+            && let Some(report) = self.unchanged(&stamp(index, &self.trust), files)
+        {
             return Ok(Some(report));
         }
-        self.build_generation(index).map(Some)
+        self.build_generation(index, &digest).map(Some)
     }
 
     /// The report of a sync with nothing to do, if the current generation was built for `stamp`
-    /// (the caller holds the lock).
-    fn unchanged(&self, stamp: &str) -> Option<SyncReport> {
+    /// (and, when given, from files with digest `files`); the caller holds the lock.
+    fn unchanged(&self, stamp: &str, files: Option<&str>) -> Option<SyncReport> {
         let current = self.current()?;
         if fs::read_to_string(current.join(".stamp")).ok()? != stamp {
             return None;
+        }
+        if let Some(files) = files {
+            // what the index names, then the script directories the generation's control files
+            // name (an absolute or nested `directory`)
+            let watched = fs::read(current.join(".watch")).ok()?;
+            let watched: Vec<PathBuf> = watched
+                .split(|b| *b == 0)
+                .filter(|p| !p.is_empty())
+                .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+                .collect();
+            if fs::read_to_string(current.join(".files")).ok()? != format!("{files}{}", paths_digest(&watched)) {
+                return None;
+            }
         }
         let collected = self.collect_locked(Some(&current));
         let held = hold(&current, false).ok().flatten().map(std::sync::Arc::new);
@@ -229,16 +262,16 @@ impl Catalog {
             return Ok((SyncReport { stale: true, ..SyncReport::default() }, None));
         }
         let fingerprint = crate::index::fingerprint(path, system);
-        if let Some(report) = self.unchanged(&stamp_of(path, &fingerprint, &self.trust)) {
+        if let Some(report) = self.unchanged(&stamp_of(path, &fingerprint, &self.trust), None) {
             return Ok((report, None));
         }
         let index = Index::build(path, system);
-        let report = self.build_generation(&index)?;
+        let report = self.build_generation(&index, &files_digest(&index))?;
         Ok((report, Some(index)))
     }
 
     /// Builds a new generation serving `index` and makes it current (the caller holds the lock).
-    fn build_generation(&self, index: &Index) -> io::Result<SyncReport> {
+    fn build_generation(&self, index: &Index, digest: &str) -> io::Result<SyncReport> {
         let current = self.current();
         // numbers are never reused, even those of leftovers removed just below
         let next = self.root.join(format!("gen-{}", self.last_generation_number() + 1));
@@ -246,7 +279,7 @@ impl Catalog {
         let mut collected = self.collect_locked(current.as_deref());
         // made here and nowhere else: a directory already there would be another builder's
         fs::DirBuilder::new().mode(0o700).create(&next)?;
-        let built = self.build_into(index, &next, current.as_deref());
+        let built = self.build_into(index, digest, &next, current.as_deref());
         let (mut report, held) = match built {
             Ok(built) => built,
             Err(e) => {
@@ -262,15 +295,34 @@ impl Catalog {
     }
 
     /// Writes the generation `next` and makes it current; the claim on it that the caller keeps.
-    fn build_into(&self, index: &Index, next: &Path, current: Option<&Path>) -> io::Result<(SyncReport, InUse)> {
+    fn build_into(
+        &self,
+        index: &Index,
+        digest: &str,
+        next: &Path,
+        current: Option<&Path>,
+    ) -> io::Result<(SyncReport, InUse)> {
         let stamp = stamp(index, &self.trust);
         dir_builder().create(control_path_element(next).join("extension"))?;
         dir_builder().create(library_dir(next))?;
         // Held while it is built and until the caller adopts it: no collection takes it.
         let building = hold(next, true)?.ok_or_else(|| io::Error::other("generation removed while built"))?;
-        let report = crate::safe_fs::memo::scope(|| self.fill(index, next, current))?;
+        let (report, scripts) = crate::safe_fs::memo::scope(|| self.fill(index, next, current))?;
         fs::write(next.join(".stamp"), &stamp)?;
-        for path in [next.join(".stamp"), control_path_element(next), next.to_path_buf()] {
+        let mut watch = Vec::new();
+        for dir in &scripts {
+            watch.extend_from_slice(dir.as_os_str().as_bytes());
+            watch.push(0);
+        }
+        fs::write(next.join(".watch"), &watch)?;
+        fs::write(next.join(".files"), format!("{digest}{}", paths_digest(&scripts)))?;
+        for path in [
+            next.join(".stamp"),
+            next.join(".watch"),
+            next.join(".files"),
+            control_path_element(next),
+            next.to_path_buf(),
+        ] {
             self.flush(&path)?;
         }
         // The swap: a new link under a name PostgreSQL never reads, renamed over `current`.
@@ -290,13 +342,15 @@ impl Catalog {
 
     /// Writes generation `next` to serve the winners of `index`; entries equal to those of
     /// `previous` are hard links to them.
-    fn fill(&self, index: &Index, next: &Path, previous: Option<&Path>) -> io::Result<SyncReport> {
+    fn fill(&self, index: &Index, next: &Path, previous: Option<&Path>) -> io::Result<(SyncReport, Vec<PathBuf>)> {
         let mut report = SyncReport::default();
         let mut controls: BTreeMap<OsString, Vec<u8>> = BTreeMap::new();
+        let mut scripts = Vec::new();
         for copy in index.winners().filter(|c| c.layout != Layout::System) {
             match usable(copy, &self.trust) {
                 Ok(usable) => {
                     controls.insert(format!("{}.control", copy.name).into(), usable.generated);
+                    scripts.push(usable.scripts);
                 }
                 Err(why) => {
                     report.problems.push(Problem { subject: copy.control_file.display().to_string(), kind: why.into() })
@@ -342,7 +396,7 @@ impl Catalog {
             |_, _| Err(io::ErrorKind::Unsupported.into()),
         )?;
         self.flush(&library_dir(next))?;
-        Ok(report)
+        Ok((report, scripts))
     }
 
     /// Removes the generations no process holds, except `keep` and the current one, and what
@@ -380,6 +434,93 @@ impl Catalog {
             }
         }
         Ok(None)
+    }
+}
+
+/// How much must have changed for a sync to build a new generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rebuild {
+    /// An entry added to or removed from a prefix (the generation's stamp).
+    IfPrefixesChanged,
+    /// That, or a file or directory of what is served ([`files_digest`]).
+    IfFilesChanged,
+    Always,
+}
+
+impl Rebuild {
+    fn forced(force: bool) -> Rebuild {
+        if force { Rebuild::Always } else { Rebuild::IfPrefixesChanged }
+    }
+}
+
+/// What the files a catalog serves from look like, without reading them: the inode number,
+/// size, modification and change times, mode and owner of each prefix, and of each winner's
+/// directory, control file and default script directories and each winning library under a
+/// prefix (links followed). A file edited, replaced or `chmod`ed changes it. (A generation
+/// also records the script directories its control files name, checked the same way.)
+pub fn files_digest(index: &Index) -> String {
+    use std::hash::Hasher;
+    let mut hash = Fnv64::default();
+    let mut add = |path: &Path| hash_metadata(&mut hash, path);
+    for prefix in index.path.prefixes() {
+        add(prefix);
+    }
+    for copy in index.winners().filter(|c| c.layout != Layout::System) {
+        for path in [&copy.dir, &copy.control_file, &copy.script_base, &copy.default_script_dir] {
+            add(path);
+        }
+    }
+    for library in index.library_winners().filter(|l| l.prefix.is_some()) {
+        add(&library.path);
+        add(library.path.parent().unwrap_or(&library.path));
+    }
+    format!("{:016x}\n", hash.finish())
+}
+
+/// [`files_digest`] of the script directories `dirs` (those the generation's control files name).
+fn paths_digest(dirs: &[PathBuf]) -> String {
+    use std::hash::Hasher;
+    let mut hash = Fnv64::default();
+    for dir in dirs {
+        hash_metadata(&mut hash, dir);
+    }
+    format!("{:016x}\n", hash.finish())
+}
+
+fn hash_metadata(hash: &mut Fnv64, path: &Path) {
+    use std::hash::Hasher;
+    hash.write(path.as_os_str().as_encoded_bytes());
+    match fs::metadata(path) {
+        Ok(m) => {
+            for n in
+                [m.ino(), m.size(), m.mtime() as u64, m.mtime_nsec() as u64, m.ctime() as u64, m.ctime_nsec() as u64]
+            {
+                hash.write_u64(n);
+            }
+            hash.write_u32(m.mode());
+            hash.write_u32(m.uid());
+        }
+        Err(_) => hash.write_u8(0),
+    }
+}
+
+/// FNV-1a, 64 bits: stable across processes and builds, unlike std's hasher.
+struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Fnv64 {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv64 {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
     }
 }
 
@@ -431,7 +572,16 @@ fn stamp_of(
     fingerprint: &[(PathBuf, Option<std::time::SystemTime>)],
     trust: &TrustPolicy,
 ) -> String {
-    let mut stamp = format!("{:?} {}\n{}\n", path.elements, path.implicit_system, trust.enforce);
+    // the format of what a generation holds, and the rules that decide it, change with the
+    // extension's version: a new version builds anew
+    let mut stamp = format!(
+        "{} {:?} {}\n{} {}\n",
+        env!("CARGO_PKG_VERSION"),
+        path.elements,
+        path.implicit_system,
+        trust.enforce,
+        trust.server_uid
+    );
     for (dir, modified) in fingerprint {
         let nanos = modified.and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos());
         stamp.push_str(&format!("{}\t{nanos:?}\n", dir.display()));
@@ -439,13 +589,36 @@ fn stamp_of(
     stamp
 }
 
+/// The canonical path of the library `file` is, when `file` is an entry of a catalog under
+/// `root` (a generation's `lib/`, where a sync links only winning library copies under the
+/// prefixes): what the catalog serves is known without an index.
+pub fn served_through(root: &Path, file: &Path) -> Option<PathBuf> {
+    let rest = file.strip_prefix(root).ok()?;
+    let parts: Vec<_> = rest.components().collect();
+    // <catalog>/gen-<n>/lib/<file>, every part a plain name, the catalog one of ours
+    if parts.len() != 4 || !parts.iter().all(|p| matches!(p, std::path::Component::Normal(_))) {
+        return None;
+    }
+    let catalog = parts[0].as_os_str().to_str()?;
+    if catalog != SERVER_CATALOG && !catalog.starts_with(SESSION_CATALOG_PREFIX) {
+        return None;
+    }
+    if parts[2].as_os_str() != "lib" || generation_number(parts[1].as_os_str()).is_none() {
+        return None;
+    }
+    let target = fs::read_link(file).ok()?;
+    target.is_absolute().then_some(())?;
+    fs::canonicalize(file).ok()
+}
+
 /// The name of the catalog that serves a session's own path value (a SET, ALTER ROLE/DATABASE
 /// … SET, connection options), under the same root as the server's: `session-<hash>`, the same
 /// in every process and build for the same value.
 pub fn session_catalog_name(value: &str) -> String {
-    // FNV-1a, 64 bits: stable across processes and builds, unlike std's hasher.
-    let hash = value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{SESSION_CATALOG_PREFIX}{hash:016x}")
+    use std::hash::Hasher;
+    let mut hash = Fnv64::default();
+    hash.write(value.as_bytes());
+    format!("{SESSION_CATALOG_PREFIX}{:016x}", hash.finish())
 }
 
 /// The server-wide settings the postmaster records for backends forked before its last reload:

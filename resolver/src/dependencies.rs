@@ -17,7 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::elf::ElfError;
-use crate::index::Index;
+use crate::path::SearchPath;
 use crate::safe_fs::TrustPolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,19 +194,21 @@ pub enum LibraryRefusal {
     LoadFailed { file: PathBuf, message: String },
 }
 
-/// What loading the library at `real` (a canonical path, a copy under a prefix of `index`)
+/// What loading the library at `real` (a canonical path, a copy under a prefix of `path`)
 /// takes: every file it would load trusted (when `policy` enforces trust) and every need met —
-/// in its own image or on the system, else in the other images. The bundled libraries to load
-/// first, leaves first.
+/// in its own image or on the system, else in the other images (`other_images`: `lib/` and
+/// `system/` of every image, in precedence order; asked only then). The bundled libraries to
+/// load first, leaves first.
 pub fn plan_loading(
     real: &Path,
-    index: &Index,
+    path: &SearchPath,
+    other_images: impl FnOnce() -> Vec<PathBuf>,
     policy: &TrustPolicy,
     system_dirs: Vec<PathBuf>,
     loaded: HashSet<String>,
 ) -> Result<Plan, LibraryRefusal> {
     let trusted = |file: &Path| {
-        let top = index.prefix_holding(file).unwrap_or_else(|| file.parent().unwrap_or(file).to_path_buf());
+        let top = path.prefix_holding(file).unwrap_or_else(|| file.parent().unwrap_or(file).to_path_buf());
         policy
             .refuses(&top, file)
             .map_or(Ok(()), |why| Err(LibraryRefusal::NotTrusted { file: file.to_path_buf(), why }))
@@ -216,7 +218,7 @@ pub fn plan_loading(
     let mut result = plan(real, &ctx);
     if result.as_ref().is_ok_and(|p| p.missing().next().is_some()) {
         // Not in its own image nor on the system: look in the other images too.
-        ctx.image_dirs = index.image_library_dirs();
+        ctx.image_dirs = other_images();
         result = plan(real, &ctx);
     }
     let plan = result?;

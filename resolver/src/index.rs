@@ -281,36 +281,22 @@ impl Index {
     /// library copy under a prefix (reached through the catalog, an operator's element or an
     /// absolute path); `None` for anything else, which is PostgreSQL's to load or report.
     pub fn served_file(&self, name: &str, loader: dfmgr::Loader, dynamic_library_path: &str) -> Option<PathBuf> {
-        let pkglib = &self.system.lib_dir;
-        let file = dfmgr::expand(name, loader, dynamic_library_path, pkglib, &dfmgr::pg_file_exists)?;
-        let real = std::fs::canonicalize(file).ok()?;
-        self.served_library(&real).is_some().then_some(real)
+        let (pkglib, nowhere) = (&self.system.lib_dir, Path::new("/nonexistent/"));
+        served_file(name, loader, dynamic_library_path, &self.path, pkglib, nowhere, || self)
     }
 
     /// `LOAD '$libdir/x'`: PostgreSQL looks only in pkglibdir for it. When `x` is not there but
     /// an image provides it (found as a C function's `$libdir/x` would be), the real path of the
     /// image's file, for the statement to load instead.
     pub fn load_target(&self, filename: &str, dynamic_library_path: &str) -> Option<PathBuf> {
-        if dfmgr::strip_libdir(filename) == filename {
-            return None;
-        }
-        let pkglib = &self.system.lib_dir;
-        if dfmgr::expand(filename, dfmgr::Loader::File, dynamic_library_path, pkglib, &dfmgr::pg_file_exists).is_some()
-        {
-            return None;
-        }
-        self.served_file(filename, dfmgr::Loader::Function, dynamic_library_path)
+        let (pkglib, nowhere) = (&self.system.lib_dir, Path::new("/nonexistent/"));
+        load_target(filename, dynamic_library_path, &self.path, pkglib, nowhere, || self)
     }
 
     /// The prefix `path` lies under (as written, or with its links resolved): where trust is
     /// checked from.
     pub fn prefix_holding(&self, path: &Path) -> Option<PathBuf> {
-        self.path.prefixes().find_map(|p| {
-            if path.starts_with(p) {
-                return Some(p.to_path_buf());
-            }
-            std::fs::canonicalize(p).ok().filter(|c| path.starts_with(c))
-        })
+        self.path.prefix_holding(path)
     }
 
     /// `lib/` and `system/` of every image, in precedence order: where bundled libraries of
@@ -323,6 +309,56 @@ impl Index {
     pub fn is_winner(&self, copy: &ExtensionCopy) -> bool {
         self.resolve(&copy.name) == Some(copy)
     }
+}
+
+/// [`Index::served_file`] for the path `path`, with its index asked for only when needed: a
+/// file PostgreSQL reaches through a catalog under `catalogs` (a generation's `lib/`, which
+/// links winning library copies only) and that lies under one of `path`'s prefixes is served,
+/// and a file in pkglibdir that no prefix holds is not, both known without an index.
+pub fn served_file<I: std::ops::Deref<Target = Index>>(
+    name: &str,
+    loader: dfmgr::Loader,
+    dynamic_library_path: &str,
+    path: &SearchPath,
+    pkglib: &Path,
+    catalogs: &Path,
+    index: impl FnOnce() -> I,
+) -> Option<PathBuf> {
+    let file = dfmgr::expand(name, loader, dynamic_library_path, pkglib, &dfmgr::pg_file_exists)?;
+    if let Some(real) = crate::catalog::served_through(catalogs, &file)
+        && path.prefix_holding(&real).is_some()
+    {
+        return Some(real);
+    }
+    let real = std::fs::canonicalize(file).ok()?;
+    if let Ok(pkglib) = std::fs::canonicalize(pkglib)
+        && real.starts_with(&pkglib)
+        && !path
+            .prefixes()
+            .any(|p| pkglib.starts_with(p) || std::fs::canonicalize(p).is_ok_and(|p| pkglib.starts_with(p)))
+    {
+        // $system's own (or below it, as $libdir/plugins): never a copy under a prefix
+        return None;
+    }
+    index().served_library(&real).is_some().then_some(real)
+}
+
+/// [`Index::load_target`] with the index asked for only when needed (see [`served_file`]).
+pub fn load_target<I: std::ops::Deref<Target = Index>>(
+    filename: &str,
+    dynamic_library_path: &str,
+    path: &SearchPath,
+    pkglib: &Path,
+    catalogs: &Path,
+    index: impl FnOnce() -> I,
+) -> Option<PathBuf> {
+    if dfmgr::strip_libdir(filename) == filename {
+        return None;
+    }
+    if dfmgr::expand(filename, dfmgr::Loader::File, dynamic_library_path, pkglib, &dfmgr::pg_file_exists).is_some() {
+        return None;
+    }
+    served_file(filename, dfmgr::Loader::Function, dynamic_library_path, path, pkglib, catalogs, index)
 }
 
 fn modified(dir: &Path) -> Option<std::time::SystemTime> {

@@ -38,6 +38,17 @@ impl SearchPath {
         })
     }
 
+    /// The prefix `path` lies under (as written, or with its links resolved): where trust is
+    /// checked from.
+    pub fn prefix_holding(&self, path: &Path) -> Option<PathBuf> {
+        self.prefixes().find_map(|p| {
+            if path.starts_with(p) {
+                return Some(p.to_path_buf());
+            }
+            std::fs::canonicalize(p).ok().filter(|c| path.starts_with(c))
+        })
+    }
+
     pub fn parse(value: &str) -> SearchPath {
         let mut elements = Vec::new();
         let mut problems = Vec::new();

@@ -59,8 +59,10 @@ pub struct TrustPolicy {
 impl TrustPolicy {
     /// The policy for this process as the server's user.
     pub fn for_this_process(enforce: bool) -> TrustPolicy {
+        // The server's user does not change during a process's life (nor across fork).
+        static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
         // SAFETY: geteuid has no preconditions.
-        TrustPolicy { enforce, server_uid: unsafe { libc::geteuid() } }
+        TrustPolicy { enforce, server_uid: *EUID.get_or_init(|| unsafe { libc::geteuid() }) }
     }
 
     /// Why `path` (reached from `top`) is refused, when this policy enforces trust and `path` is

@@ -396,6 +396,51 @@ fn names(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// A restart keeps the generation it finds when nothing it serves changed, and builds a new one
+/// when a served file was edited or `chmod`ed in place (no entry of a prefix changed).
+#[test]
+fn a_start_rebuilds_only_when_a_served_file_changed() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    t.rfc("ext", "other");
+    let catalog = Catalog::new(t.p("cat"));
+    let first = catalog.try_sync_if_files_changed(&t.index("@/ext")).unwrap().unwrap();
+    assert!(!first.unchanged, "{first:?}");
+    drop(first);
+    let again = catalog.try_sync_if_files_changed(&t.index("@/ext")).unwrap().unwrap();
+    assert!(again.unchanged && again.written == 0, "nothing written at an unchanged restart: {again:?}");
+    assert_eq!(again.generation, Some(t.p("cat/gen-1")));
+    drop(again);
+    // a control file edited in place: the prefix's entries are the same, the file is not
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(t.p("ext/semver/semver.control"), "default_version = '2.0'\nrelocatable = true\n").unwrap();
+    assert!(catalog.sync(&t.index("@/ext"), false).unwrap().unchanged, "a backend's sync looks at the prefixes only");
+    let edited = catalog.try_sync_if_files_changed(&t.index("@/ext")).unwrap().unwrap();
+    assert!(!edited.unchanged, "{edited:?}");
+    let served = fs::read_to_string(t.p("cat/current/share/extension/semver.control")).unwrap();
+    assert!(served.contains("'2.0'"), "{served}");
+    drop(edited);
+    // a chmod (trust) of a served file
+    fs::set_permissions(t.p("ext/other/other.control"), fs::Permissions::from_mode(0o666)).unwrap();
+    let loose = catalog.try_sync_if_files_changed(&t.index("@/ext")).unwrap().unwrap();
+    assert!(!loose.unchanged && loose.extensions == 1, "left out once untrusted: {loose:?}");
+    drop(loose);
+    // a script directory named by an absolute `directory`, outside the image, removed
+    fs::set_permissions(t.p("ext/other/other.control"), fs::Permissions::from_mode(0o644)).unwrap();
+    t.file(
+        "ext/abs/abs.control",
+        &format!("default_version = '1.0'\ndirectory = '{}'\n", t.p("outside/abs").display()),
+    );
+    t.file("outside/abs/abs--1.0.sql", "");
+    let with_abs = catalog.try_sync_if_files_changed(&t.index("@/ext")).unwrap().unwrap();
+    assert_eq!(with_abs.extensions, 3, "{with_abs:?}");
+    drop(with_abs);
+    fs::remove_dir_all(t.p("outside/abs")).unwrap();
+    let gone = catalog.try_sync_if_files_changed(&t.index("@/ext")).unwrap().unwrap();
+    assert!(!gone.unchanged && gone.extensions == 2, "its scripts are gone: left out at the next start: {gone:?}");
+}
+
 #[test]
 fn syncs_are_stamped_locked_and_leave_nothing_postgres_would_list() {
     let t = Tree::new();
@@ -630,4 +675,62 @@ fn a_failed_build_leaves_nothing_behind() {
     assert!(catalog.sync(&t.index("@/ext"), true).is_err());
     assert_eq!(names(&t.p("cat")).iter().filter(|n| n.starts_with("gen-")).count(), 1, "{:?}", names(&t.p("cat")));
     assert_eq!(catalog.current(), Some(t.p("cat/gen-1")));
+}
+
+/// A library PostgreSQL reaches through a catalog generation's lib/ is known to be served
+/// without an index; anything else is not taken for one.
+#[test]
+fn a_library_reached_through_the_catalog_is_served_without_an_index() {
+    use esp_resolver::catalog::served_through;
+    let t = Tree::new();
+    t.rfc("ext", "semver");
+    t.file("ext/semver/lib/semver.so", "not really a library");
+    let catalog = Catalog::new(t.p("root/server"));
+    let report = catalog.sync(&t.index("@/ext"), true).unwrap();
+    assert_eq!(report.libraries, 1, "{report:?}");
+    let link = t.p("root/server/gen-1/lib/semver.so");
+    let real = fs::canonicalize(t.p("ext/semver/lib/semver.so")).unwrap();
+    assert_eq!(served_through(&t.p("root"), &link), Some(real));
+    // the current link, a file that is no generation's, a path outside the catalogs
+    assert_eq!(served_through(&t.p("root"), &t.p("root/server/current/lib/semver.so")), None);
+    fs::write(t.p("root/server/gen-1/stray.so"), "").unwrap();
+    assert_eq!(served_through(&t.p("root"), &t.p("root/server/gen-1/stray.so")), None);
+    assert_eq!(served_through(&t.p("root"), &t.p("ext/semver/lib/semver.so")), None);
+    // and with no index at hand, the free function finds the same file PostgreSQL will load
+    let dlp = format!("{}:$libdir", t.p("root/server/gen-1/lib").display());
+    let found = esp_resolver::index::served_file(
+        "$libdir/semver",
+        esp_resolver::dfmgr::Loader::Function,
+        &dlp,
+        &SearchPath::parse(t.p("ext").to_str().unwrap()),
+        &t.p("none/lib"),
+        &t.p("root"),
+        || -> &esp_resolver::Index { panic!("no index needed") },
+    );
+    assert_eq!(found, Some(fs::canonicalize(t.p("ext/semver/lib/semver.so")).unwrap()));
+    // PostgreSQL's own library (in pkglibdir, which no prefix holds): not ours, no index asked
+    t.file("none/lib/plain.so", "");
+    let system = esp_resolver::index::served_file(
+        "plain",
+        esp_resolver::dfmgr::Loader::File,
+        "$libdir",
+        &SearchPath::parse(t.p("ext").to_str().unwrap()),
+        &t.p("none/lib"),
+        &t.p("root"),
+        || -> &esp_resolver::Index { panic!("no index needed") },
+    );
+    assert_eq!(system, None);
+    // a catalog entry of a path this session does not use: the index decides (here: not served)
+    let other = SearchPath::parse(t.p("none").to_str().unwrap());
+    let index = Index::build(&other, &SystemDirs { extension_dir: t.p("none/extension"), lib_dir: t.p("none/lib") });
+    let elsewhere = esp_resolver::index::served_file(
+        "$libdir/semver",
+        esp_resolver::dfmgr::Loader::Function,
+        &dlp,
+        &other,
+        &t.p("none/lib"),
+        &t.p("root"),
+        || &index,
+    );
+    assert_eq!(elsewhere, None);
 }

@@ -166,7 +166,10 @@ fn loading_is_planned_or_refused_with_the_reason() {
     let index = Index::build(&SearchPath::parse(t.p("ext").to_str().unwrap()), &system);
     let module = fs::canonicalize(t.p("ext/m/lib/m.so")).unwrap();
     let enforce = TrustPolicy::for_this_process(true);
-    let go = |policy: &TrustPolicy| plan_loading(&module, &index, policy, system_library_dirs(), HashSet::new());
+    let others = || index.image_library_dirs();
+    let go = |policy: &TrustPolicy| {
+        plan_loading(&module, &index.path, others, policy, system_library_dirs(), HashSet::new())
+    };
     let planned = go(&enforce).unwrap();
     assert_eq!(planned.load_order.len(), 2);
     // a bundled library anyone may write: refused, naming it

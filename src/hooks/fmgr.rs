@@ -3,9 +3,14 @@
 //! hook says); we only make sure the function's library can load: its bundled dependencies are
 //! loaded first. A library found nowhere is left to PostgreSQL, which reports it as it always does.
 //!
-//! Cost: called for every non-builtin function when its FmgrInfo is set up; for anything but a
-//! C function it is one syscache lookup (a hit: fmgr_info just read the same row), and each
-//! library is prepared once per backend.
+//! Cost: called for every non-builtin function each time its FmgrInfo is set up (every
+//! execution of a query, in steady state). A function already handled in this backend — its
+//! library made loadable, or found not to be a C function — costs one lookup in a set of OIDs,
+//! under the same `dynamic_library_path` and trust setting; the set is emptied by every change to
+//! `pg_proc` (a syscache invalidation callback), so a replaced function is looked at again.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -20,10 +25,66 @@ const C_LANGUAGE_ID: u32 = 13;
 static mut PREV_NEEDS_FMGR: pg_sys::needs_fmgr_hook_type = None;
 
 pub fn init() {
-    // SAFETY: runs once in the postmaster's _PG_init, single-threaded.
+    // SAFETY: runs once in the postmaster's _PG_init, single-threaded. The callback list is a
+    // static array that backends inherit.
     unsafe {
         PREV_NEEDS_FMGR = pg_sys::needs_fmgr_hook;
         pg_sys::needs_fmgr_hook = Some(needs_fmgr);
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::PROCOID as i32,
+            Some(forget_handled),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
+
+/// The functions this backend has handled, under the settings they were handled with.
+static HANDLED: Mutex<Option<Handled>> = Mutex::new(None);
+
+struct Handled {
+    dynamic_library_path: Vec<u8>,
+    trusted_files_only: bool,
+    functions: HashSet<u32>,
+}
+
+/// Whether `fn_oid` was handled under the current settings (no allocation, no system call).
+fn handled(fn_oid: u32) -> bool {
+    let trusted_files_only = crate::gucs::trusted_files_only();
+    crate::gucs::with_dynamic_library_path(|path| {
+        let guard = HANDLED.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().is_some_and(|h| {
+            h.trusted_files_only == trusted_files_only
+                && h.dynamic_library_path == path.to_bytes()
+                && h.functions.contains(&fn_oid)
+        })
+    })
+}
+
+fn mark_handled(fn_oid: u32) {
+    let trusted_files_only = crate::gucs::trusted_files_only();
+    crate::gucs::with_dynamic_library_path(|path| {
+        let mut guard = HANDLED.lock().unwrap_or_else(|e| e.into_inner());
+        let same = guard
+            .as_ref()
+            .is_some_and(|h| h.trusted_files_only == trusted_files_only && h.dynamic_library_path == path.to_bytes());
+        if !same {
+            *guard = Some(Handled {
+                dynamic_library_path: path.to_bytes().to_vec(),
+                trusted_files_only,
+                functions: HashSet::new(),
+            });
+        }
+        if let Some(h) = guard.as_mut() {
+            h.functions.insert(fn_oid);
+        }
+    })
+}
+
+/// A `pg_proc` row changed (in this backend or another): every function is looked at again.
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_handled(_arg: pg_sys::Datum, _cacheid: i32, _hashvalue: u32) {
+    if let Some(h) = HANDLED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        h.functions.clear();
     }
 }
 
@@ -45,9 +106,15 @@ unsafe extern "C-unwind" fn needs_fmgr(fn_oid: pg_sys::Oid) -> bool {
 #[pg_guard]
 #[inline(never)]
 unsafe extern "C-unwind" fn prepare_function(fn_oid: pg_sys::Oid) {
+    let oid = fn_oid.to_u32();
+    if handled(oid) {
+        return;
+    }
     if let Some(probin) = c_function_library(fn_oid) {
         make_loadable(&probin, Loader::Function);
     }
+    // (not reached when make_loadable raises an ERROR: a refused library is asked again)
+    mark_handled(oid);
 }
 
 /// `probin` of a C-language function.
