@@ -152,7 +152,10 @@ fn the_postmaster_keeps_no_index_of_thousands_of_images() {
     assert_eq!(s.sql("SELECT count(*) FROM pg_available_extensions WHERE name LIKE 'esp_img%'"), "3000");
     let at_start = anonymous_kb(&s);
     // (an index of 3,000 images, kept, was about 8 MB, and the scan's garbage as much again)
-    assert!(at_start < baseline + 2048, "postmaster: {at_start} kB of private memory at 3,000 images, {baseline} kB with none");
+    assert!(
+        at_start < baseline + 2048,
+        "postmaster: {at_start} kB of private memory at 3,000 images, {baseline} kB with none"
+    );
     sql_images(&prefix, ["esp_late".to_string()]);
     run_chmod_readable(&prefix);
     s.reload();
