@@ -24,6 +24,7 @@ mod gucs;
 mod hooks;
 mod loading;
 mod locations;
+mod memo;
 mod messages;
 mod refresh;
 mod roles;

@@ -10,66 +10,35 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use esp_resolver::dependencies::{LibraryRefusal, loaded_sonames, plan_loading, system_library_dirs};
 use esp_resolver::dfmgr::{Loader, names_library, split_library_list};
 use esp_resolver::index::{load_target as load_target_of, served_file};
 use esp_resolver::{Index, SearchPath};
 use pgrx::pg_sys::panic::ErrorReport;
+
+use crate::memo::UnderLibrarySettings;
 use pgrx::prelude::*;
 
 /// What making each library name loadable came to in this process — done, found to need
-/// nothing, or refused — per loader (they spell `$libdir/x` differently), under the
-/// `dynamic_library_path` it was looked up with. That value names the catalog generation, so a
-/// change under a prefix, a reload that changes what is served, or a session's own path starts
-/// afresh; until then a refusal is repeated without redoing the work. Inherited by backends
-/// from the postmaster. A static, never dropped: nothing to free at backend exit.
-///
-/// Asked at every call of a C function that needs its FmgrInfo set up, so the question costs no
-/// allocation and no system call: the setting is compared in place.
-static OUTCOMES: Mutex<Option<Outcomes>> = Mutex::new(None);
+/// nothing, or refused — per loader (they spell `$libdir/x` differently; the outcome for
+/// [`Loader::Function`], then for [`Loader::File`]), under the settings it was looked up with (see
+/// `crate::memo`); until they change a refusal is repeated without redoing the work. Inherited
+/// by backends from the postmaster.
+static OUTCOMES: UnderLibrarySettings<HashMap<String, [Option<Outcome>; 2]>> = UnderLibrarySettings::new();
 
-struct Outcomes {
-    dynamic_library_path: Vec<u8>,
-    trusted_files_only: bool,
-    /// Per library name: the outcome for [`Loader::Function`] and for [`Loader::File`].
-    by_name: HashMap<String, [Option<Result<(), LibraryRefusal>>; 2]>,
-}
+type Outcome = Result<(), LibraryRefusal>;
 
 fn slot(loader: Loader) -> usize {
     usize::from(loader == Loader::File)
 }
 
 fn remembered(name: &str, loader: Loader) -> Option<Result<(), LibraryRefusal>> {
-    let trusted_files_only = crate::gucs::trusted_files_only();
-    crate::gucs::with_dynamic_library_path(|path| {
-        let guard = OUTCOMES.lock().unwrap_or_else(|e| e.into_inner());
-        let outcomes = guard
-            .as_ref()
-            .filter(|o| o.trusted_files_only == trusted_files_only && o.dynamic_library_path == path.to_bytes())?;
-        outcomes.by_name.get(name)?[slot(loader)].clone()
-    })
+    OUTCOMES.get(|by_name| by_name.get(name)?[slot(loader)].clone())
 }
 
 fn remember(name: &str, loader: Loader, outcome: &Result<(), LibraryRefusal>) {
-    let trusted_files_only = crate::gucs::trusted_files_only();
-    crate::gucs::with_dynamic_library_path(|path| {
-        let mut guard = OUTCOMES.lock().unwrap_or_else(|e| e.into_inner());
-        let current = guard
-            .as_ref()
-            .is_some_and(|o| o.trusted_files_only == trusted_files_only && o.dynamic_library_path == path.to_bytes());
-        if !current {
-            *guard = Some(Outcomes {
-                dynamic_library_path: path.to_bytes().to_vec(),
-                trusted_files_only,
-                by_name: HashMap::new(),
-            });
-        }
-        if let Some(outcomes) = guard.as_mut() {
-            outcomes.by_name.entry(name.to_string()).or_default()[slot(loader)] = Some(outcome.clone());
-        }
-    })
+    OUTCOMES.update(|by_name| by_name.entry(name.to_string()).or_default()[slot(loader)] = Some(outcome.clone()));
 }
 
 /// Makes `name`, as `loader` is about to load it (`x`, `x.so`, `$libdir/x`, an absolute path),
@@ -156,7 +125,7 @@ pub fn session_index() -> std::sync::Arc<Index> {
 }
 
 /// `LOAD '$libdir/x'` of a module only an image has: the image's file, for the statement to
-/// load instead (see `Index::load_target`).
+/// load instead (see `esp_resolver::index::load_target`).
 pub fn load_target(filename: &str) -> Option<PathBuf> {
     let locations = crate::locations::locations();
     let dynamic_library_path = crate::gucs::current(c"dynamic_library_path");

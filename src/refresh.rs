@@ -165,9 +165,13 @@ struct Cached {
     value: String,
     enforce: bool,
     index: Arc<Index>,
-    /// The process that built it: an index inherited from the postmaster is never freed by a
-    /// backend (freeing would copy its pages); one built here is freed when replaced.
-    built_by: u32,
+}
+
+impl Cached {
+    /// Its index, if it is of `value` under the trust setting `enforce` and still current.
+    fn serving(&self, value: &str, enforce: bool) -> Option<Arc<Index>> {
+        (self.value == value && self.enforce == enforce && self.index.is_current()).then(|| self.index.clone())
+    }
 }
 
 /// The index of `value`, from the caches when it is still current, else freshly scanned (not
@@ -178,14 +182,13 @@ pub fn index_for(value: &str) -> Arc<Index> {
         return index;
     }
     let mut read = READ.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(index) = read.as_ref().filter(|c| c.value == value && c.enforce == enforce && c.index.is_current()) {
-        return index.index.clone();
+    if let Some(index) = read.as_ref().and_then(|c| c.serving(value, enforce)) {
+        return index;
     }
     let index = Arc::new(Index::build(&SearchPath::parse(value), &locations().system));
     // SAFETY: a plain global, false only in the postmaster (which keeps no index).
     if unsafe { pg_sys::IsUnderPostmaster } {
-        let built_by = std::process::id();
-        *read = Some(Cached { value: value.to_string(), enforce, index: index.clone(), built_by });
+        *read = Some(Cached { value: value.to_string(), enforce, index: index.clone() });
     }
     index
 }
@@ -196,7 +199,7 @@ static READ: Mutex<Option<Cached>> = Mutex::new(None);
 
 fn cached(value: &str, enforce: bool) -> Option<Arc<Index>> {
     let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    cache.as_ref().filter(|c| c.value == value && c.enforce == enforce && c.index.is_current()).map(|c| c.index.clone())
+    cache.as_ref().and_then(|c| c.serving(value, enforce))
 }
 
 /// The catalog, path value, trust setting and prefixes' fingerprint this backend last found the
@@ -358,18 +361,7 @@ fn refresh_with(
         // Not remembered as synced: the next refresh tries again. (The postmaster keeps none.)
         return Some(index);
     }
-    let cached = Cached {
-        value: value.to_string(),
-        enforce: policy.enforce,
-        index: index.clone(),
-        built_by: std::process::id(),
-    };
-    let previous = CACHE.lock().unwrap_or_else(|e| e.into_inner()).replace(cached);
-    match previous {
-        Some(old) if old.built_by == std::process::id() => drop(old),
-        // Inherited from the postmaster: let it go without freeing it piece by piece (it is
-        // shared copy-on-write with the postmaster).
-        old => std::mem::forget(old),
-    }
+    let cached = Cached { value: value.to_string(), enforce: policy.enforce, index: index.clone() };
+    *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some(cached);
     Some(index)
 }

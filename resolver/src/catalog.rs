@@ -206,18 +206,19 @@ impl Catalog {
         // What the current generation was built from: when another process just built it for
         // the same state (many backends after one change), there is nothing to do.
         // (taken before anything is read: a file changed while the generation is built makes
-        // the next start build again)
-        let digest = files_digest(index);
+        // the next start build again; not taken at all when nothing is built or compared)
+        let digest = (rebuild == Rebuild::IfFilesChanged).then(|| files_digest(index));
         let files = match rebuild {
             Rebuild::Always => None,
             Rebuild::IfPrefixesChanged => Some(None),
-            Rebuild::IfFilesChanged => Some(Some(digest.as_str())),
+            Rebuild::IfFilesChanged => Some(digest.as_deref()),
         };
         if let Some(files) = files
             && let Some(report) = self.unchanged(&stamp(index, &self.trust), files)
         {
             return Ok(Some(report));
         }
+        let digest = digest.unwrap_or_else(|| files_digest(index));
         self.build_generation(index, &digest).map(Some)
     }
 

@@ -276,23 +276,6 @@ impl Index {
             .find(|l| std::fs::canonicalize(&l.path).is_ok_and(|p| p == real))
     }
 
-    /// The canonical path of the file PostgreSQL's `loader` opens for library `name` (`x`,
-    /// `x.so`, `$libdir/x`, an absolute path) along `dynamic_library_path`, when that file is a
-    /// library copy under a prefix (reached through the catalog, an operator's element or an
-    /// absolute path); `None` for anything else, which is PostgreSQL's to load or report.
-    pub fn served_file(&self, name: &str, loader: dfmgr::Loader, dynamic_library_path: &str) -> Option<PathBuf> {
-        let (pkglib, nowhere) = (&self.system.lib_dir, Path::new("/nonexistent/"));
-        served_file(name, loader, dynamic_library_path, &self.path, pkglib, nowhere, || self)
-    }
-
-    /// `LOAD '$libdir/x'`: PostgreSQL looks only in pkglibdir for it. When `x` is not there but
-    /// an image provides it (found as a C function's `$libdir/x` would be), the real path of the
-    /// image's file, for the statement to load instead.
-    pub fn load_target(&self, filename: &str, dynamic_library_path: &str) -> Option<PathBuf> {
-        let (pkglib, nowhere) = (&self.system.lib_dir, Path::new("/nonexistent/"));
-        load_target(filename, dynamic_library_path, &self.path, pkglib, nowhere, || self)
-    }
-
     /// The prefix `path` lies under (as written, or with its links resolved): where trust is
     /// checked from.
     pub fn prefix_holding(&self, path: &Path) -> Option<PathBuf> {
@@ -311,10 +294,13 @@ impl Index {
     }
 }
 
-/// [`Index::served_file`] for the path `path`, with its index asked for only when needed: a
-/// file PostgreSQL reaches through a catalog under `catalogs` (a generation's `lib/`, which
-/// links winning library copies only) and that lies under one of `path`'s prefixes is served,
-/// and a file in pkglibdir that no prefix holds is not, both known without an index.
+/// The canonical path of the file PostgreSQL's `loader` opens for library `name` (`x`, `x.so`,
+/// `$libdir/x`, an absolute path) along `dynamic_library_path`, when that file is a library copy
+/// under a prefix of `path` (reached through a catalog, an operator's element or an absolute
+/// path); `None` for anything else, which is PostgreSQL's to load or report. The index is asked
+/// for only when needed: a file reached through a catalog under `catalogs` (a generation's
+/// `lib/`, which links winning library copies only) and lying under one of `path`'s prefixes is
+/// served, and a file in pkglibdir that no prefix holds is not, both known without one.
 pub fn served_file<I: std::ops::Deref<Target = Index>>(
     name: &str,
     loader: dfmgr::Loader,
@@ -343,7 +329,10 @@ pub fn served_file<I: std::ops::Deref<Target = Index>>(
     index().served_library(&real).is_some().then_some(real)
 }
 
-/// [`Index::load_target`] with the index asked for only when needed (see [`served_file`]).
+/// `LOAD '$libdir/x'`: PostgreSQL looks only in pkglibdir for it. When `x` is not there but an
+/// image provides it (found as a C function's `$libdir/x` would be), the real path of the
+/// image's file, for the statement to load instead (the index asked for only when needed, see
+/// [`served_file`]).
 pub fn load_target<I: std::ops::Deref<Target = Index>>(
     filename: &str,
     dynamic_library_path: &str,

@@ -10,7 +10,6 @@
 //! `pg_proc` (a syscache invalidation callback), so a replaced function is looked at again.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -18,6 +17,7 @@ use pgrx::prelude::*;
 use esp_resolver::dfmgr::Loader;
 
 use crate::loading::make_loadable;
+use crate::memo::UnderLibrarySettings;
 
 /// `ClanguageId` (pg_language.dat), not in pgrx's bindings.
 const C_LANGUAGE_ID: u32 = 13;
@@ -39,53 +39,12 @@ pub fn init() {
 }
 
 /// The functions this backend has handled, under the settings they were handled with.
-static HANDLED: Mutex<Option<Handled>> = Mutex::new(None);
-
-struct Handled {
-    dynamic_library_path: Vec<u8>,
-    trusted_files_only: bool,
-    functions: HashSet<u32>,
-}
-
-/// Whether `fn_oid` was handled under the current settings (no allocation, no system call).
-fn handled(fn_oid: u32) -> bool {
-    let trusted_files_only = crate::gucs::trusted_files_only();
-    crate::gucs::with_dynamic_library_path(|path| {
-        let guard = HANDLED.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().is_some_and(|h| {
-            h.trusted_files_only == trusted_files_only
-                && h.dynamic_library_path == path.to_bytes()
-                && h.functions.contains(&fn_oid)
-        })
-    })
-}
-
-fn mark_handled(fn_oid: u32) {
-    let trusted_files_only = crate::gucs::trusted_files_only();
-    crate::gucs::with_dynamic_library_path(|path| {
-        let mut guard = HANDLED.lock().unwrap_or_else(|e| e.into_inner());
-        let same = guard
-            .as_ref()
-            .is_some_and(|h| h.trusted_files_only == trusted_files_only && h.dynamic_library_path == path.to_bytes());
-        if !same {
-            *guard = Some(Handled {
-                dynamic_library_path: path.to_bytes().to_vec(),
-                trusted_files_only,
-                functions: HashSet::new(),
-            });
-        }
-        if let Some(h) = guard.as_mut() {
-            h.functions.insert(fn_oid);
-        }
-    })
-}
+static HANDLED: UnderLibrarySettings<HashSet<u32>> = UnderLibrarySettings::new();
 
 /// A `pg_proc` row changed (in this backend or another): every function is looked at again.
 #[pg_guard]
 unsafe extern "C-unwind" fn forget_handled(_arg: pg_sys::Datum, _cacheid: i32, _hashvalue: u32) {
-    if let Some(h) = HANDLED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-        h.functions.clear();
-    }
+    HANDLED.clear();
 }
 
 /// The hook itself: no `#[pg_guard]`, nothing with a destructor in this frame (see [`super`]).
@@ -107,14 +66,16 @@ unsafe extern "C-unwind" fn needs_fmgr(fn_oid: pg_sys::Oid) -> bool {
 #[inline(never)]
 unsafe extern "C-unwind" fn prepare_function(fn_oid: pg_sys::Oid) {
     let oid = fn_oid.to_u32();
-    if handled(oid) {
+    if HANDLED.get(|functions| functions.contains(&oid).then_some(())).is_some() {
         return;
     }
     if let Some(probin) = c_function_library(fn_oid) {
         make_loadable(&probin, Loader::Function);
     }
     // (not reached when make_loadable raises an ERROR: a refused library is asked again)
-    mark_handled(oid);
+    HANDLED.update(|functions| {
+        functions.insert(oid);
+    });
 }
 
 /// `probin` of a C-language function.
