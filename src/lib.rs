@@ -13,6 +13,7 @@
 //!   needs_fmgr_hook, ClientAuthentication_hook;
 //! * [`loading`] — loading modules from images with their bundled libraries;
 //! * [`errors`] — the SQLSTATE, DETAIL and HINT of everything we report; [`messages`] — how;
+//! * [`memo`] — per-backend memos kept under `dynamic_library_path` and the trust setting;
 //! * [`roles`] — who may see paths; [`sql`] — SQL functions in schema `extension_search_path`.
 
 use pgrx::prelude::*;
