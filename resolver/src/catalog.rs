@@ -34,7 +34,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 
-use crate::index::{Index, Layout};
+use crate::index::Index;
 use crate::problem::{Problem, ProblemKind};
 use crate::safe_fs::TrustPolicy;
 use crate::usable::{library_distrust, usable};
@@ -347,7 +347,7 @@ impl Catalog {
         let mut report = SyncReport::default();
         let mut controls: BTreeMap<OsString, Vec<u8>> = BTreeMap::new();
         let mut scripts = Vec::new();
-        for copy in index.winners().filter(|c| c.layout != Layout::System) {
+        for copy in index.winners().filter(|c| index.path.catalogued(c.element)) {
             match usable(copy, &self.trust) {
                 Ok(usable) => {
                     controls.insert(format!("{}.control", copy.name).into(), usable.generated);
@@ -359,7 +359,7 @@ impl Catalog {
             }
         }
         let mut links: BTreeMap<OsString, PathBuf> = BTreeMap::new();
-        for library in index.library_winners().filter(|l| l.prefix.is_some()) {
+        for library in index.library_winners().filter(|l| index.path.catalogued(l.element)) {
             match library_distrust(library, &self.trust) {
                 Some(why) => report.problems.push(Problem {
                     subject: library.path.display().to_string(),
@@ -466,12 +466,12 @@ pub fn files_digest(index: &Index) -> String {
     for prefix in index.path.prefixes() {
         add(prefix);
     }
-    for copy in index.winners().filter(|c| c.layout != Layout::System) {
+    for copy in index.winners().filter(|c| index.path.catalogued(c.element)) {
         for path in [&copy.dir, &copy.control_file, &copy.script_base, &copy.default_script_dir] {
             add(path);
         }
     }
-    for library in index.library_winners().filter(|l| l.prefix.is_some()) {
+    for library in index.library_winners().filter(|l| index.path.catalogued(l.element)) {
         add(&library.path);
         add(library.path.parent().unwrap_or(&library.path));
     }

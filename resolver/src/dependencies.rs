@@ -208,7 +208,7 @@ pub fn plan_loading(
     loaded: HashSet<String>,
 ) -> Result<Plan, LibraryRefusal> {
     let trusted = |file: &Path| {
-        let top = path.prefix_holding(file).unwrap_or_else(|| file.parent().unwrap_or(file).to_path_buf());
+        let top = path.trust_top(file).unwrap_or_else(|| file.parent().unwrap_or(file).to_path_buf());
         policy
             .refuses(&top, file)
             .map_or(Ok(()), |why| Err(LibraryRefusal::NotTrusted { file: file.to_path_buf(), why }))

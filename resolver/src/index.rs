@@ -1,9 +1,10 @@
 //! Every copy of every extension and library along the path, in precedence order.
 //!
-//! Precedence: path elements in order (`$system` where listed, last when left out); within a
-//! prefix the directory named after the extension (or library) first, then the others by name;
-//! within one directory the RFC control file before an image's `share/extension/`. The first
-//! copy wins; later copies are shadowed.
+//! Precedence: path elements in order (`$system` where listed, last when left out), then the
+//! images the operator named in the core settings; within a prefix the directory named after the
+//! extension (or library) first — a top-level one before a nested one — then the others by path
+//! (a nested image right after its parent); within one directory the RFC control file before an
+//! image's `share/extension/`. The first copy wins; later copies are shadowed.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,8 @@ pub struct ExtensionCopy {
     /// Where the scripts are when the control file has no `directory`.
     pub default_script_dir: PathBuf,
     pub lib_dir: Option<PathBuf>,
+    /// Found in a nested image (`<prefix>/<image>/<sub>/`).
+    pub nested: bool,
 }
 
 impl ExtensionCopy {
@@ -72,12 +75,40 @@ impl ExtensionCopy {
     }
 }
 
-/// A directory under a prefix: an RFC extension directory or an image.
+/// A directory under a prefix: an RFC extension directory or an image; a nested image in one;
+/// or an image the operator named in the core settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
     pub dir: PathBuf,
     pub element: usize,
+    /// The prefix it is under (an operator's image: the image itself): trust is checked from it.
     pub prefix: PathBuf,
+    pub source: ImageSource,
+}
+
+/// How an image was reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// A directory of a prefix.
+    Prefix,
+    /// A subdirectory of this image, one level deep.
+    Nested(PathBuf),
+    /// An element of `extension_control_path` / `dynamic_library_path` the operator set.
+    Setting,
+}
+
+impl ImageSource {
+    pub fn is_nested(&self) -> bool {
+        matches!(self, ImageSource::Nested(_))
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ImageSource::Prefix => "prefix",
+            ImageSource::Nested(_) => "nested",
+            ImageSource::Setting => "setting",
+        }
+    }
 }
 
 impl Image {
@@ -96,6 +127,8 @@ pub struct LibraryCopy {
     pub prefix: Option<PathBuf>,
     /// The image or extension directory holding `lib/` (`$system`: pkglibdir).
     pub dir: PathBuf,
+    /// Found in a nested image.
+    pub nested: bool,
 }
 
 impl LibraryCopy {
@@ -148,20 +181,28 @@ impl Index {
             match element {
                 Element::System => scan::scan_system(i, system, &mut found),
                 Element::Prefix(prefix) => scan::scan_prefix(i, prefix, &mut found),
+                Element::Operator(image) => scan::scan_operator(i, image, &mut found),
             }
         }
         let Found { images, mut extensions, mut libraries, problems: scan_problems } = found;
         extensions.sort_by(|a, b| {
-            (a.name.as_str(), a.element, !a.eponymous(), a.dir.as_path(), a.layout).cmp(&(
+            (a.name.as_str(), a.element, !a.eponymous(), a.nested, a.dir.as_path(), a.layout).cmp(&(
                 b.name.as_str(),
                 b.element,
                 !b.eponymous(),
+                b.nested,
                 b.dir.as_path(),
                 b.layout,
             ))
         });
         libraries.sort_by(|a, b| {
-            (&a.file_name, a.element, !a.eponymous(), &a.dir).cmp(&(&b.file_name, b.element, !b.eponymous(), &b.dir))
+            (&a.file_name, a.element, !a.eponymous(), a.nested, &a.dir).cmp(&(
+                &b.file_name,
+                b.element,
+                !b.eponymous(),
+                b.nested,
+                &b.dir,
+            ))
         });
         let mut problems = path.problems.clone();
         problems.extend(scan_problems);
@@ -366,6 +407,7 @@ pub fn fingerprint(path: &SearchPath, system: &SystemDirs) -> Vec<(PathBuf, Opti
                 dirs.push(system.lib_dir.clone());
             }
             Element::Prefix(p) => dirs.push(p.clone()),
+            Element::Operator(image) => dirs.push(image.dir.clone()),
         }
     }
     dirs.into_iter()

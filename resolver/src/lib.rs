@@ -36,7 +36,7 @@ pub mod usable;
 pub mod versions;
 
 pub use catalog::{Catalog, SyncReport};
-pub use index::{ExtensionCopy, Image, Index, Layout, LibraryCopy};
+pub use index::{ExtensionCopy, Image, ImageSource, Index, Layout, LibraryCopy};
 pub use path::{Element, SearchPath};
 pub use problem::{Problem, ProblemKind};
 pub use scan::SystemDirs;

@@ -17,6 +17,51 @@ pub enum Element {
     System,
     /// A prefix holding one directory per extension or image.
     Prefix(PathBuf),
+    /// An image an operator named in PostgreSQL's own settings (CloudNativePG's per-image
+    /// elements, custom lists included): searched after every element of the path.
+    Operator(OperatorImage),
+}
+
+/// One image reached through the operator's elements of `extension_control_path` and
+/// `dynamic_library_path`: `<dir>/share` and `<dir>/lib` (CloudNativePG's form) both name image
+/// `<dir>`; any other element names an image of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorImage {
+    pub dir: PathBuf,
+    /// The `extension_control_path` element (PostgreSQL reads `<it>/extension/*.control`).
+    pub control: Option<PathBuf>,
+    /// The `dynamic_library_path` element.
+    pub library: Option<PathBuf>,
+}
+
+/// The images named by the operator's elements of `extension_control_path` (`control_path`)
+/// and `dynamic_library_path` (`library_path`), in the order written: `$system`, `$libdir`,
+/// relative and empty elements and our own catalogs (under `our_root`) left out.
+pub fn operator_images(control_path: &str, library_path: &str, our_root: &str) -> Vec<OperatorImage> {
+    let mut images: Vec<OperatorImage> = Vec::new();
+    let elements = |value: &'static str, text: &str| -> Vec<(&'static str, PathBuf)> {
+        text.split(':')
+            .map(str::trim)
+            .filter(|e| Path::new(e).is_absolute() && (our_root.is_empty() || !e.starts_with(our_root)))
+            .map(|e| (value, normalize(Path::new(e))))
+            .collect()
+    };
+    for (setting, element) in elements("share", control_path).into_iter().chain(elements("lib", library_path)) {
+        let dir = match element.file_name() {
+            Some(last) if last == setting => element.parent().unwrap_or(&element).to_path_buf(),
+            _ => element.clone(),
+        };
+        let at = match images.iter().position(|i| i.dir == dir) {
+            Some(at) => at,
+            None => {
+                images.push(OperatorImage { dir, control: None, library: None });
+                images.len() - 1
+            }
+        };
+        let slot = if setting == "share" { &mut images[at].control } else { &mut images[at].library };
+        slot.get_or_insert(element);
+    }
+    images
 }
 
 /// A parsed path. Bad elements are dropped and reported; they never stop the good ones.
@@ -34,7 +79,32 @@ impl SearchPath {
     pub fn prefixes(&self) -> impl Iterator<Item = &Path> {
         self.elements.iter().filter_map(|e| match e {
             Element::Prefix(p) => Some(p.as_path()),
-            Element::System => None,
+            Element::System | Element::Operator(_) => None,
+        })
+    }
+
+    /// The path with the operator's images appended (see [`operator_images`]), behind every
+    /// element the setting names: what the index reports and loads bundled libraries for.
+    /// They are not served through the catalog: PostgreSQL reaches them through the operator's
+    /// own elements, as it would without us.
+    pub fn with_operator_images(mut self, images: Vec<OperatorImage>) -> SearchPath {
+        self.elements.extend(images.into_iter().map(Element::Operator));
+        self
+    }
+
+    /// Whether the copies found under element `i` are served through our catalog (a prefix).
+    pub fn catalogued(&self, i: usize) -> bool {
+        matches!(self.elements.get(i), Some(Element::Prefix(_)))
+    }
+
+    /// Where trust is checked from for `path`: the prefix holding it, else the operator's
+    /// image holding it (the operator vouched for that directory, as for PostgreSQL's own).
+    pub fn trust_top(&self, path: &Path) -> Option<PathBuf> {
+        self.prefix_holding(path).or_else(|| {
+            self.elements.iter().find_map(|e| match e {
+                Element::Operator(image) if path.starts_with(&image.dir) => Some(image.dir.clone()),
+                _ => None,
+            })
         })
     }
 

@@ -7,6 +7,11 @@
 //! * CloudNativePG image: `<prefix>/<image>/share/extension/*.control` with their scripts,
 //!   modules in `<prefix>/<image>/lib/`; one image may hold several extensions.
 //!
+//! * Nested images, one level deep: `<prefix>/<image>/<sub>/` laid out as either (CloudNativePG's
+//!   multi-extension images, `geospatial/postgis/share/extension`): served like separate images.
+//! * The images an operator named in `extension_control_path` / `dynamic_library_path`
+//!   (`<dir>/share`, `<dir>/lib`), searched after the path.
+//!
 //! Both layouts may be mixed in one prefix, even in one directory. Entries whose names start
 //! with a dot are ignored (Kubernetes' `..data` links, editors' temporary files).
 
@@ -14,8 +19,9 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::index::{ExtensionCopy, Image, Layout, LibraryCopy};
+use crate::index::{ExtensionCopy, Image, ImageSource, Layout, LibraryCopy};
 use crate::name::primary_control_name;
+use crate::path::OperatorImage;
 use crate::problem::{FileError, Problem, ProblemKind};
 
 /// PostgreSQL's own directories, what `$system` stands for.
@@ -53,9 +59,10 @@ pub fn scan_system(element: usize, system: &SystemDirs, found: &mut Found) {
             script_base: base.clone(),
             default_script_dir: system.extension_dir.clone(),
             lib_dir: Some(system.lib_dir.clone()),
+            nested: false,
         });
     }
-    libraries(element, None, &system.lib_dir, &system.lib_dir, found);
+    libraries(element, None, &system.lib_dir, &system.lib_dir, false, found);
 }
 
 pub fn scan_prefix(element: usize, prefix: &Path, found: &mut Found) {
@@ -64,56 +71,132 @@ pub fn scan_prefix(element: usize, prefix: &Path, found: &mut Found) {
         if dir_name.as_encoded_bytes().starts_with(b".") || !is_dir(&dir) {
             continue;
         }
-        if !readable_dir(&dir) {
-            found.problems.push(Problem {
-                subject: dir.display().to_string(),
-                kind: ProblemKind::Directory(FileError::from(std::io::Error::last_os_error())),
-            });
+        let at = Place { element, prefix, source: ImageSource::Prefix };
+        if !scan_image(&at, &dir, found) {
             continue;
         }
-        found.images.push(Image { dir: dir.clone(), element, prefix: prefix.to_path_buf() });
-        let lib_dir = dir.join("lib");
-        // RFC: the eponymous control file at the top of the directory.
-        if let Some(name) = dir_name.to_str().and_then(|n| primary_control_name_for_dir(n, &dir)) {
-            let sql = dir.join("sql");
-            let scripts = if is_dir(&sql) { sql } else { dir.clone() };
-            found.extensions.push(ExtensionCopy {
-                name,
-                layout: Layout::Rfc,
-                element,
-                prefix: Some(prefix.to_path_buf()),
-                control_file: dir.join(format!("{}.control", dir_name.to_string_lossy())),
-                script_base: dir.clone(),
-                default_script_dir: scripts,
-                lib_dir: Some(lib_dir.clone()),
-                dir: dir.clone(),
-            });
-        }
-        // CloudNativePG image: share/extension/*.control.
-        let share_ext = dir.join("share").join("extension");
-        if is_dir(&share_ext) {
-            let image_subject = share_ext.display().to_string();
-            for (file_name, control) in list(&share_ext, &image_subject, &mut found.problems) {
-                let Some(name) = file_name.to_str().and_then(primary_control_name) else { continue };
-                if !is_file(&control) {
-                    continue;
-                }
-                found.extensions.push(ExtensionCopy {
-                    name: name.to_string(),
-                    layout: Layout::Cnpg,
-                    element,
-                    prefix: Some(prefix.to_path_buf()),
-                    dir: dir.clone(),
-                    control_file: control,
-                    script_base: dir.join("share"),
-                    default_script_dir: share_ext.clone(),
-                    lib_dir: Some(lib_dir.clone()),
-                });
+        // Nested images, one level deep: `<image>/<sub>/share/extension`, `lib/`, `system/`
+        // or `<image>/<sub>/<sub>.control` (CloudNativePG's multi-extension images).
+        for (sub_name, sub) in list(&dir, &dir.display().to_string(), &mut Vec::new()) {
+            let name = sub_name.as_encoded_bytes();
+            if name.starts_with(b".") || OWN_DIRECTORIES.contains(&name) || !is_dir(&sub) || !holds_an_image(&sub) {
+                continue;
             }
+            let nested = Place { element, prefix, source: ImageSource::Nested(dir.clone()) };
+            scan_image(&nested, &sub, found);
         }
-        if is_dir(&lib_dir) {
-            libraries(element, Some(prefix), &dir, &lib_dir, found);
+    }
+}
+
+/// The images named by the operator's elements of the core settings (see
+/// [`crate::path::operator_images`]) that no prefix holds already.
+pub fn scan_operator(element: usize, image: &OperatorImage, found: &mut Found) {
+    if found.images.iter().any(|i| i.dir == image.dir) || !is_dir(&image.dir) {
+        return;
+    }
+    let at = Place { element, prefix: &image.dir, source: ImageSource::Setting };
+    let lib_dir = image.library.clone().unwrap_or_else(|| image.dir.join("lib"));
+    found.images.push(Image { dir: image.dir.clone(), element, prefix: image.dir.clone(), source: at.source.clone() });
+    if let Some(share) = &image.control {
+        let subject = share.display().to_string();
+        let control_dir = share.join("extension");
+        if is_dir(&control_dir) {
+            image_controls(&at, &image.dir, share, &control_dir, &lib_dir, &subject, found);
         }
+    }
+    if is_dir(&lib_dir) {
+        libraries(element, Some(&image.dir), &image.dir, &lib_dir, false, found);
+    }
+}
+
+/// Directories of an image's own that are never nested images.
+const OWN_DIRECTORIES: [&[u8]; 6] = [b"share", b"lib", b"system", b"sql", b"doc", b"bin"];
+
+/// Whether `dir` looks like an image: `share/extension/`, `lib/`, `system/`, or its eponymous
+/// control file.
+fn holds_an_image(dir: &Path) -> bool {
+    ["share/extension", "lib", "system"].iter().any(|d| is_dir(&dir.join(d)))
+        || dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| is_file(&dir.join(format!("{n}.control"))))
+}
+
+/// Where an image was found.
+struct Place<'a> {
+    element: usize,
+    prefix: &'a Path,
+    source: ImageSource,
+}
+
+/// One image directory (`dir`): its RFC control file, its `share/extension/`, its `lib/`.
+/// `false` when it cannot be entered (a problem is recorded).
+fn scan_image(at: &Place, dir: &Path, found: &mut Found) -> bool {
+    if !readable_dir(dir) {
+        found.problems.push(Problem {
+            subject: dir.display().to_string(),
+            kind: ProblemKind::Directory(FileError::from(std::io::Error::last_os_error())),
+        });
+        return false;
+    }
+    let element = at.element;
+    found.images.push(Image { dir: dir.to_path_buf(), element, prefix: at.prefix.to_path_buf(), source: at.source.clone() });
+    let lib_dir = dir.join("lib");
+    let dir_name = dir.file_name().unwrap_or_default();
+    // RFC: the eponymous control file at the top of the directory.
+    if let Some(name) = dir_name.to_str().and_then(|n| primary_control_name_for_dir(n, dir)) {
+        let sql = dir.join("sql");
+        let scripts = if is_dir(&sql) { sql } else { dir.to_path_buf() };
+        found.extensions.push(ExtensionCopy {
+            name,
+            layout: Layout::Rfc,
+            element,
+            prefix: Some(at.prefix.to_path_buf()),
+            control_file: dir.join(format!("{}.control", dir_name.to_string_lossy())),
+            script_base: dir.to_path_buf(),
+            default_script_dir: scripts,
+            lib_dir: Some(lib_dir.clone()),
+            dir: dir.to_path_buf(),
+            nested: at.source.is_nested(),
+        });
+    }
+    // CloudNativePG image: share/extension/*.control.
+    let share = dir.join("share");
+    let share_ext = share.join("extension");
+    if is_dir(&share_ext) {
+        let subject = share_ext.display().to_string();
+        image_controls(at, dir, &share, &share_ext, &lib_dir, &subject, found);
+    }
+    if is_dir(&lib_dir) {
+        libraries(element, Some(at.prefix), dir, &lib_dir, at.source.is_nested(), found);
+    }
+    true
+}
+
+/// The control files of an image's `share/extension/` (or the operator's element's `extension/`).
+fn image_controls(
+    at: &Place,
+    dir: &Path,
+    share: &Path,
+    control_dir: &Path,
+    lib_dir: &Path,
+    subject: &str,
+    found: &mut Found,
+) {
+    for (file_name, control) in list(control_dir, subject, &mut found.problems) {
+        let Some(name) = file_name.to_str().and_then(primary_control_name) else { continue };
+        if !is_file(&control) {
+            continue;
+        }
+        found.extensions.push(ExtensionCopy {
+            name: name.to_string(),
+            layout: Layout::Cnpg,
+            element: at.element,
+            prefix: Some(at.prefix.to_path_buf()),
+            dir: dir.to_path_buf(),
+            control_file: control,
+            script_base: share.to_path_buf(),
+            default_script_dir: control_dir.to_path_buf(),
+            lib_dir: Some(lib_dir.to_path_buf()),
+            nested: at.source.is_nested(),
+        });
     }
 }
 
@@ -123,7 +206,7 @@ fn primary_control_name_for_dir(dir_name: &str, dir: &Path) -> Option<String> {
     is_file(&dir.join(&file_name)).then(|| name.to_string())
 }
 
-fn libraries(element: usize, prefix: Option<&Path>, dir: &Path, lib_dir: &Path, found: &mut Found) {
+fn libraries(element: usize, prefix: Option<&Path>, dir: &Path, lib_dir: &Path, nested: bool, found: &mut Found) {
     let subject = lib_dir.display().to_string();
     for (file_name, path) in list(lib_dir, &subject, &mut found.problems) {
         if file_name.as_encoded_bytes().starts_with(b".") || !is_file(&path) {
@@ -135,6 +218,7 @@ fn libraries(element: usize, prefix: Option<&Path>, dir: &Path, lib_dir: &Path, 
             element,
             prefix: prefix.map(Path::to_path_buf),
             dir: dir.to_path_buf(),
+            nested,
         });
     }
 }

@@ -734,3 +734,99 @@ fn a_library_reached_through_the_catalog_is_served_without_an_index() {
     );
     assert_eq!(elsewhere, None);
 }
+
+#[test]
+fn nested_images_are_served_like_separate_images_one_level_deep() {
+    let t = Tree::new();
+    // CloudNativePG's multi-extension image: one subdirectory per extension
+    t.cnpg("ext/geospatial", "postgis", &["postgis", "postgis_raster"]);
+    t.file("ext/geospatial/postgis/system/libgeos_c.so.1", "ELF");
+    t.cnpg("ext/geospatial", "pgrouting", &["pgrouting"]);
+    t.rfc("ext/geospatial", "h3");
+    // two levels down is not an image (nor is `deeper`, which holds only another directory)
+    t.cnpg("ext/geospatial/deeper", "toodeep", &["toodeep"]);
+    // an image's own directories are never nested images
+    t.file("ext/geospatial/lib/lib/x.so", "ELF");
+    let index = t.index("@/ext");
+    let postgis = index.resolve("postgis").unwrap();
+    assert_eq!(postgis.dir, t.p("ext/geospatial/postgis"));
+    assert_eq!(postgis.default_script_dir, t.p("ext/geospatial/postgis/share/extension"));
+    assert_eq!(postgis.lib_dir.as_deref(), Some(t.p("ext/geospatial/postgis/lib").as_path()));
+    assert_eq!(postgis.prefix.as_deref(), Some(t.p("ext").as_path()));
+    assert!(postgis.nested);
+    assert_eq!(index.resolve("pgrouting").unwrap().dir, t.p("ext/geospatial/pgrouting"));
+    assert_eq!(index.resolve("h3").unwrap().layout, Layout::Rfc);
+    assert!(index.resolve("toodeep").is_none());
+    assert_eq!(index.find_library("postgis").unwrap().path, t.p("ext/geospatial/postgis/lib/postgis.so"));
+    let dirs: Vec<_> = index.images.iter().map(|i| (i.dir.clone(), i.source.as_str())).collect();
+    assert_eq!(
+        dirs,
+        [
+            (t.p("ext/geospatial"), "prefix"),
+            (t.p("ext/geospatial/h3"), "nested"),
+            (t.p("ext/geospatial/pgrouting"), "nested"),
+            (t.p("ext/geospatial/postgis"), "nested"),
+        ]
+    );
+    // bundled libraries of a nested image are looked for in its own system/
+    assert!(index.image_library_dirs().contains(&t.p("ext/geospatial/postgis/system")));
+    // the catalog serves them like any other image
+    let catalog = Catalog::new(t.p("catalog"));
+    catalog.sync(&index, true).unwrap();
+    assert_eq!(control_of(&catalog, "pgrouting").get("directory").map(PathBuf::from), Some(t.p("ext/geospatial/pgrouting/share/extension")));
+}
+
+#[test]
+fn a_top_level_eponymous_image_wins_over_a_nested_one_which_wins_over_the_rest() {
+    let t = Tree::new();
+    t.cnpg("ext", "aaa", &["postgis"]);
+    t.cnpg("ext/geospatial", "postgis", &["postgis"]);
+    let index = t.index("@/ext");
+    assert_eq!(index.resolve("postgis").unwrap().dir, t.p("ext/geospatial/postgis"), "nested eponymous before others");
+    t.cnpg("ext", "postgis", &["postgis"]);
+    let index = t.index("@/ext");
+    let order: Vec<_> = index.copies("postgis").iter().map(|c| c.dir.clone()).collect();
+    assert_eq!(order, [t.p("ext/postgis"), t.p("ext/geospatial/postgis"), t.p("ext/aaa")]);
+}
+
+#[test]
+fn images_the_operator_named_in_the_core_settings_are_indexed_behind_the_path() {
+    use esp_resolver::path::operator_images;
+    let t = Tree::new();
+    // CloudNativePG's custom per-image lists, in a directory that is no prefix of ours
+    t.cnpg("mnt/geospatial", "postgis", &["postgis"]);
+    t.file("mnt/geospatial/postgis/lib/postgis-3.so", "ELF");
+    t.file("mnt/geospatial/postgis/system/libgeos_c.so.1", "ELF");
+    t.file("mnt/plain/extension/plain.control", "default_version = '1.0'\n");
+    t.file("mnt/plain/extension/plain--1.0.sql", "");
+    t.cnpg("ext", "postgis", &["postgis"]);
+    let root = t.tmp.path().display().to_string();
+    let control = format!("{root}/catalog/gen-1/share:$system:{root}/mnt/geospatial/postgis/share:{root}/mnt/plain:relative");
+    let library = format!("$libdir:{root}/mnt/geospatial/postgis/lib:{root}/catalog/gen-1/lib");
+    let images = operator_images(&control, &library, &format!("{root}/catalog/"));
+    assert_eq!(images.len(), 2, "{images:?}");
+    assert_eq!(images[0].dir, t.p("mnt/geospatial/postgis"));
+    assert_eq!(images[0].library, Some(t.p("mnt/geospatial/postgis/lib")));
+    assert_eq!(images[1].dir, t.p("mnt/plain"));
+    let path = SearchPath::parse(&format!("$system:{root}/ext")).with_operator_images(images);
+    let index = Index::build(&path, &t.system());
+    // behind the path: the prefix's copy wins, the operator's is the second
+    let copies: Vec<_> = index.copies("postgis").iter().map(|c| c.dir.clone()).collect();
+    assert_eq!(copies, [t.p("ext/postgis"), t.p("mnt/geospatial/postgis")]);
+    let plain = index.resolve("plain").unwrap();
+    assert_eq!(plain.default_script_dir, t.p("mnt/plain/extension"));
+    assert_eq!(index.find_library("postgis-3").unwrap().path, t.p("mnt/geospatial/postgis/lib/postgis-3.so"));
+    assert!(index.image_library_dirs().contains(&t.p("mnt/geospatial/postgis/system")));
+    let sources: Vec<_> = index.images.iter().map(|i| i.source.as_str()).collect();
+    assert_eq!(sources, ["prefix", "setting", "setting"]);
+    // served by PostgreSQL through the operator's own elements: never copied into the catalog
+    let catalog = Catalog::new(t.p("catalog"));
+    catalog.sync(&index, true).unwrap();
+    let current = catalog.control_path_element().join("extension");
+    assert!(current.join("postgis.control").exists());
+    assert!(!current.join("plain.control").exists());
+    // an operator's element naming an image a prefix holds already is that image
+    let again = operator_images(&format!("{root}/ext/postgis/share"), "", "/none/");
+    let path = SearchPath::parse(&format!("{root}/ext")).with_operator_images(again);
+    assert_eq!(Index::build(&path, &t.system()).images.len(), 1);
+}

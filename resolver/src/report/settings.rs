@@ -124,6 +124,11 @@ pub fn search_path_rows(value: &str, system: &SystemDirs) -> Vec<SettingRow> {
                     let p = p.to_string_lossy().into_owned();
                     (p.clone(), p, ElementOrigin::SearchPath)
                 }
+                // (never parsed from the setting: appended by the shell for the index only)
+                Element::Operator(image) => {
+                    let p = image.dir.to_string_lossy().into_owned();
+                    (p.clone(), p, ElementOrigin::Operator)
+                }
             };
             let exists = is_dir(&directory);
             SettingRow { position: i as i32 + 1, element, directory, origin, exists }
