@@ -7,6 +7,7 @@
 //! * [`path`] parses `extension_search_path.path` and merges our catalog into the core
 //!   `extension_control_path` / `dynamic_library_path` values;
 //! * [`scan`] recognises the two layouts under a prefix (RFC and CloudNativePG image);
+//! * [`meta`] reads an image's `META.json` (with `pgxn_meta`): versions, platforms, declared preloads;
 //! * [`index`] orders every copy it found by precedence and answers "which one wins";
 //! * [`control`] reads PostgreSQL's extension control-file syntax (the one reader);
 //! * [`usable`] decides whether a copy can be served, and why not (one decision for the
@@ -25,6 +26,7 @@ pub mod dependencies;
 pub mod dfmgr;
 pub mod elf;
 pub mod index;
+pub mod meta;
 pub mod mounts;
 pub mod name;
 pub mod path;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use esp_resolver::dependencies::{LibraryContext, system_library_dirs};
+use esp_resolver::meta::{Decision, Declarations, Preload, ThisServer, declared_preloads, metas};
 use esp_resolver::mounts::Mount;
 use esp_resolver::report::{Severity, check, image_reports, library_reports};
 use esp_resolver::safe_fs::TrustPolicy;
@@ -143,7 +144,7 @@ fn check_finds_every_planted_problem() {
     let t = tree();
     let index = t.index("@/ext:relative:@/missing:@/later:@/gw");
     let libs = library_reports(&index, &ctx(&index));
-    let findings = check(&index, &libs, 18, &TrustPolicy::for_this_process(true));
+    let findings = check(&index, &libs, &Declarations::none(180006), &TrustPolicy::for_this_process(true));
     let text: Vec<String> = findings.iter().map(|f| format!("{}: {}", f.severity.as_str(), f.message)).collect();
     let expect =
         |needle: &str| assert!(text.iter().any(|t| t.contains(needle)), "no finding with {needle:?} in {text:#?}");
@@ -216,7 +217,7 @@ fn check_finds_every_planted_problem() {
     ));
     assert!(!text.iter().any(|t| t.contains("ext/good/tsearch_data")), "{text:#?}");
     // with trusted_files_only off, untrusted files are served: warnings, with another hint
-    let relaxed = check(&index, &libs, 18, &TrustPolicy::for_this_process(false));
+    let relaxed = check(&index, &libs, &Declarations::none(180006), &TrustPolicy::for_this_process(false));
     let loose = relaxed.iter().find(|f| f.message.contains("ext/loose/sql\" is writable")).unwrap();
     assert_eq!(loose.severity, Severity::Warning);
     assert!(loose.hint.contains("trusted_files_only is off"), "{}", loose.hint);
@@ -272,4 +273,120 @@ fn images_report_layout_contents_mounts_and_metadata() {
         "{:?}",
         shadowed.metadata_error
     );
+}
+
+/// A PGXN Meta Spec v2 `META.json` declaring `modules` (`name`, `preload`) and, optionally,
+/// the PostgreSQL versions and platforms it is for.
+fn meta_json(name: &str, modules: &[(&str, &str)], postgres: Option<&str>, platforms: &[&str]) -> String {
+    let modules: Vec<String> = modules
+        .iter()
+        .map(|(m, preload)| format!(r#""{m}": {{"type": "hook", "lib": "src/{m}", "preload": "{preload}"}}"#))
+        .collect();
+    let mut dependencies = Vec::new();
+    if let Some(range) = postgres {
+        dependencies.push(format!(r#""postgres": {{"version": "{range}"}}"#));
+    }
+    if !platforms.is_empty() {
+        let list: Vec<String> = platforms.iter().map(|p| format!("\"{p}\"")).collect();
+        dependencies.push(format!(r#""platforms": [{}]"#, list.join(", ")));
+    }
+    let dependencies =
+        if dependencies.is_empty() { String::new() } else { format!(r#", "dependencies": {{{}}}"#, dependencies.join(", ")) };
+    format!(
+        r#"{{"name": "{name}", "abstract": "a test image", "version": "1.0.0",
+  "maintainers": [{{"name": "Ann Example", "email": "ann@example.org"}}], "license": "PostgreSQL",
+  "contents": {{"modules": {{{}}}}}, "meta-spec": {{"version": "2.0.0"}}{dependencies}}}"#,
+        modules.join(", ")
+    )
+}
+
+#[test]
+fn images_declare_themselves_in_meta_json_and_check_says_what_follows() {
+    let t = T(tempfile::tempdir().unwrap());
+    // an image declaring one module for server start and one per session
+    t.file("ext/stats/lib/pg_stat_statements.so", "ELF");
+    t.file("ext/stats/lib/auto_explain.so", "ELF");
+    t.file("ext/stats/META.json", &meta_json("stats", &[("pg_stat_statements", "server"), ("auto_explain", "session")], Some(">= 17, < 19"), &["linux"]));
+    // one for another PostgreSQL, one for another platform, one broken, one with no file
+    t.file("ext/old/lib/old.so", "ELF");
+    t.file("ext/old/META.json", &meta_json("old", &[("old", "server")], Some(">= 13, < 17"), &[]));
+    t.file("ext/mac/lib/mac.so", "ELF");
+    t.file("ext/mac/META.json", &meta_json("mac", &[("mac", "server")], None, &["darwin-arm64"]));
+    t.file("ext/broken/META.json", r#"{"name": "broken"}"#);
+    t.file("ext/nofile/META.json", &meta_json("nofile", &[("gone", "server")], None, &[]));
+    // a second image declaring the same module, and one listed in shared_preload_libraries
+    t.file("ext/zz/lib/pg_stat_statements.so", "ELF");
+    t.file("ext/zz/lib/listed.so", "ELF");
+    t.file("ext/zz/META.json", &meta_json("zz", &[("pg_stat_statements", "server"), ("listed", "server")], None, &[]));
+    let index = t.index("$system:@/ext");
+    let metas = metas(&index);
+    assert_eq!(metas.len(), 6);
+    let server = ThisServer { version_num: 180006, os: "linux", arch: &["amd64", "x86_64"] };
+    let listed = vec![("shared_preload_libraries", vec!["extension_search_path".to_string(), "listed".to_string()])];
+    let policy = TrustPolicy::for_this_process(false);
+    let preloads = declared_preloads(&index, &metas, &server, &listed, &policy);
+    let got: Vec<(String, Preload, Decision)> =
+        preloads.iter().map(|p| (p.module.clone(), p.preload, p.decision.clone())).collect();
+    let pgss = t.p("ext/stats/lib/pg_stat_statements.so");
+    assert_eq!(
+        got,
+        [
+            ("mac".to_string(), Preload::Server, Decision::Excluded(got[0].2.reason().unwrap().replace("the image is not for this server: ", ""))),
+            ("gone".to_string(), Preload::Server, Decision::NoFile),
+            ("old".to_string(), Preload::Server, got[2].2.clone()),
+            ("auto_explain".to_string(), Preload::Session, Decision::Load),
+            ("pg_stat_statements".to_string(), Preload::Server, Decision::Load),
+            ("listed".to_string(), Preload::Server, Decision::Listed("shared_preload_libraries")),
+            ("pg_stat_statements".to_string(), Preload::Server, Decision::Duplicate(t.p("ext/stats"))),
+        ]
+    );
+    assert!(matches!(&got[2].2, Decision::Excluded(why) if why.contains(">= 13, < 17") && why.contains("18.6")), "{:?}", got[2]);
+    assert!(matches!(&got[0].2, Decision::Excluded(why) if why.contains("darwin-arm64")));
+    assert_eq!(preloads[4].file.as_deref(), Some(pgss.as_path()));
+
+    // images() shows what each declares, and why a file is not valid
+    let reports = image_reports(&index, &[]);
+    let stats = reports.iter().find(|r| r.name == "stats").unwrap();
+    assert_eq!(stats.declared_preload, ["auto_explain (session)", "pg_stat_statements (server)"]);
+    assert_eq!(stats.source, "prefix");
+    let broken = reports.iter().find(|r| r.name == "broken").unwrap();
+    assert!(broken.metadata_error.is_some(), "a META.json missing required fields is not valid");
+
+    // check(): the broken file, the images not for this server, and — with the setting off —
+    // what would be loaded
+    let declarations = Declarations { server: server.clone(), metas, preloads, acted_on: false };
+    let findings = check(&index, &[], &declarations, &policy);
+    let text = |f: &esp_resolver::report::Finding| format!("{}: {}", f.severity.as_str(), f.message);
+    let all: Vec<String> = findings.iter().map(text).collect();
+    let has = |needle: &str| all.iter().any(|f| f.contains(needle));
+    assert!(has("error: the image is not for this server: it declares PostgreSQL \">= 13, < 17\""), "{all:#?}");
+    assert!(has("error: the image is not for this server: it declares the platforms darwin-arm64"), "{all:#?}");
+    assert!(has("warning: \"") && has("broken/META.json\" is not a valid PGXN META.json"), "{all:#?}");
+    assert!(has("notice: module \"pg_stat_statements\" is declared for preloading (server) by the image's META.json; extension_search_path.preload_declared is off: it would be loaded from"), "{all:#?}");
+    assert!(has("warning: module \"gone\" is declared for preloading (server) by the image's META.json, but is not loaded: the image has no such library in lib/"), "{all:#?}");
+    assert!(!has("\"listed\""), "listed modules are PostgreSQL's: {all:#?}");
+    // acted on, a module to load is no finding
+    let declarations = Declarations { acted_on: true, ..declarations };
+    let findings = check(&index, &[], &declarations, &policy);
+    assert!(!findings.iter().any(|f| f.message.contains("preload_declared is off")));
+}
+
+#[test]
+fn a_package_s_alias_control_file_is_a_notice_not_an_error() {
+    let t = T(tempfile::tempdir().unwrap());
+    // Debian's PostGIS: postgis.control with scripts, postgis-3.control with none
+    t.file("ext/postgis/share/extension/postgis.control", "default_version = '3.7.0'\n");
+    t.file("ext/postgis/share/extension/postgis--3.7.0.sql", "");
+    t.file("ext/postgis/share/extension/postgis-3.control", "default_version = '3.7.0'\n");
+    // an extension whose default version has no script but others do: still an error
+    t.file("ext/postgis/share/extension/half.control", "default_version = '2.0'\n");
+    t.file("ext/postgis/share/extension/half--1.0.sql", "");
+    let index = t.index("@/ext");
+    let findings = check(&index, &[], &Declarations::none(180006), &TrustPolicy::for_this_process(false));
+    let of = |name: &str| findings.iter().find(|f| f.extension.as_deref() == Some(name)).map(|f| (f.severity, f.message.clone()));
+    let (severity, message) = of("postgis-3").unwrap();
+    assert_eq!(severity, Severity::Notice);
+    assert!(message.starts_with("postgis-3 has a control file but no scripts: PostgreSQL lists it"), "{message}");
+    assert_eq!(of("half").unwrap().0, Severity::Error);
+    assert_eq!(of("postgis"), None);
 }

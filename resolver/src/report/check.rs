@@ -9,13 +9,15 @@ use super::images::file_names;
 use super::{Finding, LibraryReport, Severity};
 use crate::elf::{HOST_MACHINE, machine_name};
 use crate::index::{ExtensionCopy, Index, Layout};
+use crate::meta::{Decision, Declarations};
 use crate::problem::{ProblemKind, Unusable};
 use crate::safe_fs::TrustPolicy;
 use crate::usable::{Usable, library_distrust, usable};
 use crate::versions::Versions;
 
 /// Everything worth a DBA's attention along the path, most severe first.
-pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32, policy: &TrustPolicy) -> Vec<Finding> {
+pub fn check(index: &Index, libraries: &[LibraryReport], declarations: &Declarations, policy: &TrustPolicy) -> Vec<Finding> {
+    let server_major = declarations.server.version_num / 10000;
     crate::safe_fs::memo::scope(|| {
         let mut findings = Findings::default();
         findings.path_problems(index);
@@ -28,6 +30,7 @@ pub fn check(index: &Index, libraries: &[LibraryReport], server_major: u32, poli
             findings.library(lib, server_major);
         }
         findings.library_collisions(libraries);
+        findings.declarations(declarations);
         let mut findings = findings.0;
         findings.sort_by_key(|f| f.severity);
         findings
@@ -74,6 +77,21 @@ impl Findings {
             Err(why) => return self.unusable(copy, &why, policy),
         };
         let versions = Versions::scan(&copy.name, &scripts);
+        if versions.installable.is_empty() && versions.updates.is_empty() {
+            // Listed by PostgreSQL too (pg_available_extensions reads control files only), as
+            // from a stock package: Debian's postgis-3.control beside postgis.control.
+            return self.add(
+                Severity::Notice,
+                image,
+                name,
+                format!(
+                    "{} has a control file but no scripts: PostgreSQL lists it, but CREATE EXTENSION cannot install it \
+                     (a package's alias control file, such as Debian's postgis-3.control, looks like this)",
+                    copy.name
+                ),
+                "Nothing to do for a package's alias; otherwise ship the extension's scripts beside its control file.",
+            );
+        }
         match control.default_version() {
             Some(default) if !versions.available().iter().any(|v| v == default) => self.add(
                 Severity::Error,
@@ -229,6 +247,64 @@ impl Findings {
                 ),
                 "The first along extension_search_path.path wins; remove the copies you do not want.",
             );
+        }
+    }
+}
+
+impl Findings {
+    /// What the images' `META.json` files declare: files that are not valid, images not meant
+    /// for this server, and modules declared for preloading that are not loaded, and why.
+    fn declarations(&mut self, declarations: &Declarations) {
+        for (image, meta) in &declarations.metas {
+            let image = Some(image.as_path());
+            match &meta.declared {
+                Err(invalid) => self.add(
+                    Severity::Warning,
+                    image,
+                    None,
+                    format!("\"{}\" is not a valid PGXN META.json: {invalid}", meta.file.display()),
+                    "Fix the file (PGXN Meta Spec v1 or v2); until then nothing it declares is acted on.",
+                ),
+                Ok(declared) => {
+                    for why in declared.excludes(&declarations.server) {
+                        self.add(
+                            Severity::Error,
+                            image,
+                            None,
+                            format!("the image is not for this server: {why}"),
+                            "Use the image built for this PostgreSQL version and platform.",
+                        );
+                    }
+                }
+            }
+        }
+        for preload in &declarations.preloads {
+            let image = Some(preload.image.as_path());
+            let what = format!(
+                "module \"{}\" is declared for preloading ({}) by the image's META.json",
+                preload.module,
+                preload.preload.as_str()
+            );
+            match (&preload.decision, declarations.acted_on) {
+                (Decision::Load, true) | (Decision::Listed(_) | Decision::Excluded(_), _) => {}
+                (Decision::Load, false) => self.add(
+                    Severity::Notice,
+                    image,
+                    None,
+                    format!("{what}; extension_search_path.preload_declared is off: it would be loaded from \"{}\"", {
+                        preload.file.as_deref().unwrap_or(preload.image.as_path()).display()
+                    }),
+                    "Set extension_search_path.preload_declared = on (postgresql.conf or ALTER SYSTEM) and restart, \
+                     or add the module to shared_preload_libraries.",
+                ),
+                (why, _) => self.add(
+                    Severity::Warning,
+                    image,
+                    None,
+                    format!("{what}, but is not loaded: {}", why.reason().unwrap_or_default()),
+                    "Fix the image, or load the module through shared_preload_libraries.",
+                ),
+            }
         }
     }
 }

@@ -28,7 +28,13 @@ pub struct ImageReport {
     /// `trunk.json` or `META.json` at the image's root, parsed.
     pub metadata: Option<serde_json::Value>,
     pub metadata_file: Option<PathBuf>,
+    /// Why the file cannot be read, or (`META.json`) is no valid PGXN Meta Spec file.
     pub metadata_error: Option<String>,
+    /// How the image was reached: `prefix`, `nested` (in another image), `setting` (an
+    /// operator's element of `extension_control_path` / `dynamic_library_path`).
+    pub source: &'static str,
+    /// The modules its `META.json` declares for preloading: `name (server)`.
+    pub declared_preload: Vec<String>,
 }
 
 pub fn image_reports(index: &Index, mounts: &[Mount]) -> Vec<ImageReport> {
@@ -52,7 +58,22 @@ fn image_report(index: &Index, image: &Image, mounts: &[Mount]) -> ImageReport {
     extensions.dedup();
     let libraries = image.library_dirs().iter().flat_map(|d| file_names(d)).collect();
     let mount = mount_of(mounts, &image.dir);
-    let (metadata_file, metadata, metadata_error) = read_metadata(&image.dir);
+    let (metadata_file, metadata, mut metadata_error) = read_metadata(&image.dir);
+    let meta = crate::meta::read(&image.dir);
+    let mut declared_preload = Vec::new();
+    match meta.map(|m| m.declared) {
+        Some(Ok(declared)) => {
+            for module in declared.modules {
+                if let Some(preload) = module.preload {
+                    declared_preload.push(format!("{} ({})", module.name, preload.as_str()));
+                }
+            }
+        }
+        Some(Err(invalid)) if metadata_error.is_none() && metadata_file.as_deref().is_some_and(|f| f.ends_with(crate::meta::META_FILE)) => {
+            metadata_error = Some(invalid)
+        }
+        _ => {}
+    }
     ImageReport {
         name: image.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         dir: image.dir.clone(),
@@ -68,6 +89,8 @@ fn image_report(index: &Index, image: &Image, mounts: &[Mount]) -> ImageReport {
         metadata,
         metadata_file,
         metadata_error,
+        source: image.source.as_str(),
+        declared_preload,
     }
 }
 
