@@ -4,3 +4,5 @@
 export ESP_ROOT ESP_PG_PREFIX
 export PG_CONFIG="$ESP_PG_PREFIX/bin/pg_config"
 export PATH="$HOME/.cargo/bin:$PATH"
+# absolute, for scripts that call each other after a cd (bootstrap builds PostgreSQL in its source tree)
+ESP_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -20,6 +20,14 @@ const PATH_NAME: &CStr = c"extension_search_path.path";
 /// catalog it shapes is shared by all sessions.
 static TRUSTED_FILES_ONLY: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// `extension_search_path.preload_declared`: load the modules the images' `META.json` declare
+/// for preloading — `"preload": "server"` into the postmaster right after this extension,
+/// `"session"` into every session before its first statement. A trust decision (whoever can put
+/// an image under a prefix then chooses code every backend runs), so off by default and
+/// settable only where the server's configuration is (postgresql.conf, ALTER SYSTEM); read at
+/// server start.
+static PRELOAD_DECLARED: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 pub fn init() {
     // SAFETY: called once from _PG_init in the postmaster; the hook matches PostgreSQL's
     // GucStringAssignHook signature and never raises an error.
@@ -47,6 +55,16 @@ pub fn init() {
             None,
             Some(assign_trusted_files_only),
             None,
+        );
+        GucRegistry::define_bool_guc(
+            c"extension_search_path.preload_declared",
+            c"Load the modules the images' META.json files declare for preloading.",
+            c"\"preload\": \"server\" modules are loaded at server start, right after extension_search_path; \
+              \"session\" modules in every session before its first statement. One that fails is logged and \
+              skipped. See extension_search_path.declared_preloads().",
+            &PRELOAD_DECLARED,
+            GucContext::Postmaster,
+            GucFlags::SUPERUSER_ONLY,
         );
         pg_sys::MarkGUCPrefixReserved(c"extension_search_path".as_ptr());
     }
@@ -118,6 +136,11 @@ pub fn with_dynamic_library_path<R>(f: impl FnOnce(&CStr) -> R) -> R {
 /// `extension_search_path.trusted_files_only`.
 pub fn trusted_files_only() -> bool {
     TRUSTED_FILES_ONLY.get()
+}
+
+/// `extension_search_path.preload_declared`.
+pub fn preload_declared() -> bool {
+    PRELOAD_DECLARED.get()
 }
 
 /// The session's current path value.

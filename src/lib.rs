@@ -12,6 +12,7 @@
 //! * [`hooks`] — every hook: check hooks on those two settings, ProcessUtility,
 //!   needs_fmgr_hook, ClientAuthentication_hook;
 //! * [`loading`] — loading modules from images with their bundled libraries;
+//! * [`preload`] — the modules images declare for preloading in their `META.json`;
 //! * [`errors`] — the SQLSTATE, DETAIL and HINT of everything we report; [`messages`] — how;
 //! * [`memo`] — per-backend memos kept under `dynamic_library_path` and the trust setting;
 //! * [`roles`] — who may see paths; [`sql`] — SQL functions in schema `extension_search_path`.
@@ -27,6 +28,7 @@ mod loading;
 mod locations;
 mod memo;
 mod messages;
+mod preload;
 mod refresh;
 mod roles;
 mod sql;
@@ -51,6 +53,9 @@ pub extern "C-unwind" fn _PG_init() {
     refresh::init();
     hooks::init();
     loading::prepare_preload_lists();
+    if preload::at_server_start() {
+        hooks::init_session_modules();
+    }
     // last: what the start's scans freed goes back to the system before any backend is forked
     refresh::release_free_memory();
 }

@@ -11,10 +11,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use esp_resolver::Index;
 use esp_resolver::dependencies::{LibraryRefusal, loaded_sonames, plan_loading, system_library_dirs};
 use esp_resolver::dfmgr::{Loader, names_library, split_library_list};
 use esp_resolver::index::{load_target as load_target_of, served_file};
-use esp_resolver::{Index, SearchPath};
 use pgrx::pg_sys::panic::ErrorReport;
 
 use crate::memo::UnderLibrarySettings;
@@ -68,6 +68,27 @@ fn report(name: &str, refusal: &LibraryRefusal, level: PgLogLevel) {
     }
 }
 
+/// Makes the module at `name` loadable (its bundled libraries loaded first), as for
+/// `LOAD`; why not, in words.
+pub fn make_loadable_or_why(name: &str) -> Result<(), String> {
+    try_make_loadable(name, Loader::File).map_err(|refusal| refusal.to_string())
+}
+
+/// Whether the shared object at `file` is loaded in this process.
+pub fn is_loaded(file: &std::path::Path) -> bool {
+    let Ok(name) = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: RTLD_NOLOAD never loads anything: it returns a handle (one more reference, given
+    // back at once) only for an object already loaded.
+    unsafe {
+        let handle = libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        if handle.is_null() {
+            return false;
+        }
+        libc::dlclose(handle);
+    }
+    true
+}
+
 fn try_make_loadable(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
     if name.is_empty() {
         return Ok(());
@@ -91,7 +112,7 @@ fn load_dependencies(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
     let dynamic_library_path = crate::gucs::current(c"dynamic_library_path");
     // Through the catalog (the usual way) no index is needed: one is built (once per backend)
     // only for a file reached otherwise, or a need met only in another image.
-    let path = SearchPath::parse(&crate::gucs::path());
+    let path = crate::refresh::search_path(&crate::gucs::path());
     let (pkglib, catalogs) = (&locations.system.lib_dir, &locations.root);
     let found = served_file(name, loader, &dynamic_library_path, &path, pkglib, catalogs, session_index);
     let Some(real) = found else {
@@ -129,7 +150,7 @@ pub fn session_index() -> std::sync::Arc<Index> {
 pub fn load_target(filename: &str) -> Option<PathBuf> {
     let locations = crate::locations::locations();
     let dynamic_library_path = crate::gucs::current(c"dynamic_library_path");
-    let path = SearchPath::parse(&crate::gucs::path());
+    let path = crate::refresh::search_path(&crate::gucs::path());
     load_target_of(filename, &dynamic_library_path, &path, &locations.system.lib_dir, &locations.root, session_index)
 }
 

@@ -168,10 +168,25 @@ struct Cached {
 }
 
 impl Cached {
-    /// Its index, if it is of `value` under the trust setting `enforce` and still current.
+    /// Its index, if it is of `value` under the trust setting `enforce` (with the operator's
+    /// images of the core settings as they are now) and still current.
     fn serving(&self, value: &str, enforce: bool) -> Option<Arc<Index>> {
-        (self.value == value && self.enforce == enforce && self.index.is_current()).then(|| self.index.clone())
+        let same = self.value == value && self.enforce == enforce;
+        (same && self.index.path.elements == search_path(value).elements && self.index.is_current())
+            .then(|| self.index.clone())
     }
+}
+
+/// The path `value` names, followed by the images the operator named in the core settings
+/// (`extension_control_path`, `dynamic_library_path`, as this session has them): what the
+/// index covers. Only the path's own prefixes are served through the catalog.
+pub fn search_path(value: &str) -> SearchPath {
+    let images = esp_resolver::path::operator_images(
+        &crate::gucs::current(c"extension_control_path"),
+        &crate::gucs::current(c"dynamic_library_path"),
+        &locations().root_prefix(),
+    );
+    SearchPath::parse(value).with_operator_images(images)
 }
 
 /// The index of `value`, from the caches when it is still current, else freshly scanned (not
@@ -185,7 +200,7 @@ pub fn index_for(value: &str) -> Arc<Index> {
     if let Some(index) = read.as_ref().and_then(|c| c.serving(value, enforce)) {
         return index;
     }
-    let index = Arc::new(Index::build(&SearchPath::parse(value), &locations().system));
+    let index = Arc::new(Index::build(&search_path(value), &locations().system));
     // SAFETY: a plain global, false only in the postmaster (which keeps no index).
     if unsafe { pg_sys::IsUnderPostmaster } {
         *read = Some(Cached { value: value.to_string(), enforce, index: index.clone() });
@@ -265,7 +280,7 @@ fn refresh_with(
     let still_wanted = || !server || server_settings() == (policy.enforce, value.to_string());
     // What this process found the catalog serving last: the prefixes as they are now means
     // nothing to do (one stat per prefix, no lock, no scan).
-    let path = SearchPath::parse(value);
+    let path = search_path(value);
     let fingerprint = esp_resolver::index::fingerprint(&path, &locations().system);
     let seen = (catalog.root().to_path_buf(), value.to_string(), policy.enforce, fingerprint);
     let verified = || VERIFIED.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&seen);

@@ -177,6 +177,8 @@ fn images() -> TableIterator<
         name!(metadata, Option<JsonB>),
         name!(metadata_file, Option<String>),
         name!(metadata_error, Option<String>),
+        name!(source, String),
+        name!(declared_preload, Vec<String>),
     ),
 > {
     let index = crate::loading::session_index();
@@ -198,6 +200,8 @@ fn images() -> TableIterator<
                 i.metadata.map(JsonB),
                 i.metadata_file.as_deref().map(text),
                 i.metadata_error,
+                i.source.to_string(),
+                i.declared_preload,
             )
         })
         .collect();
@@ -328,10 +332,52 @@ fn check() -> TableIterator<
 > {
     let index = crate::loading::session_index();
     let libraries = library_reports(&index, &library_context(&index));
-    let major = pg_sys::PG_VERSION_NUM / 10000;
-    let rows: Vec<_> = check_findings(&index, &libraries, major, &crate::gucs::trust_policy())
+    let declarations = crate::preload::declarations(&index);
+    let rows: Vec<_> = check_findings(&index, &libraries, &declarations, &crate::gucs::trust_policy())
         .into_iter()
         .map(|f| (f.severity.as_str().to_string(), f.image.as_deref().map(text), f.extension, f.message, f.hint))
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// Every module the images' `META.json` files declare for preloading (`"preload": "server"` or
+/// `"session"`), in path precedence: the library file, whether this session has it loaded, and
+/// why it is not (the setting `extension_search_path.preload_declared` off, listed in a preload
+/// setting already, shadowed, not trusted, not for this server, failed to load).
+#[allow(clippy::type_complexity)]
+#[pg_extern]
+fn declared_preloads() -> TableIterator<
+    'static,
+    (
+        name!(image, String),
+        name!(module, String),
+        name!(preload, String),
+        name!(library, String),
+        name!(file, Option<String>),
+        name!(loaded, bool),
+        name!(reason, Option<String>),
+    ),
+> {
+    let index = crate::loading::session_index();
+    let enabled = crate::gucs::preload_declared();
+    let rows: Vec<_> = crate::preload::rows(&index)
+        .into_iter()
+        .map(|(p, loaded)| {
+            let reason = match p.decision.reason() {
+                None if !enabled => Some("extension_search_path.preload_declared is off".to_string()),
+                None if !loaded => Some("not loaded in this session".to_string()),
+                other => other,
+            };
+            (
+                text(&p.image),
+                p.module,
+                p.preload.as_str().to_string(),
+                p.library,
+                p.file.as_deref().map(text),
+                loaded,
+                reason,
+            )
+        })
         .collect();
     TableIterator::new(rows)
 }

@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod debian;
+
 /// The repository's root (for scripts/).
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -226,6 +228,12 @@ pub fn fixtures() -> &'static Fixtures {
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
+/// A port of this test process's own (each server also has its own socket directory).
+fn next_port() -> u16 {
+    let base = 20000 + (std::process::id() % 2000) as u16 * 10;
+    base + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 10
+}
+
 /// A PostgreSQL 18 server of its own: data directory, port, socket directory.
 pub struct Server {
     _dir: tempfile::TempDir,
@@ -258,8 +266,7 @@ impl Server {
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
             .arg(&data))
         .unwrap_or_else(|e| panic!("initdb: {e}"));
-        let base = 20000 + (std::process::id() % 2000) as u16 * 10;
-        let port = base + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 10;
+        let port = next_port();
         let sock = socket_dir(&data);
         let server = Server { _dir: dir, data, port, running: false, env: Vec::new(), sock };
         let mut conf = format!(

@@ -183,7 +183,7 @@ fn platform_admits(platform: &str, server: &ThisServer) -> bool {
     let os = parts.next().unwrap_or_default();
     let os_ok = os == server.os || (server.os == "linux" && os == "gnulinux" && cfg!(target_env = "gnu"));
     // the last part is the architecture unless it starts with a digit (an OS version)
-    let arch = parts.last().filter(|p| !p.starts_with(|c: char| c.is_ascii_digit()));
+    let arch = parts.next_back().filter(|p| !p.starts_with(|c: char| c.is_ascii_digit()));
     os_ok && arch.is_none_or(|a| server.arch.contains(&a))
 }
 
@@ -261,6 +261,8 @@ pub enum Decision {
     NotTrusted(String),
     /// The image's `META.json` excludes this server.
     Excluded(String),
+    /// Loading it was tried and failed (set by the shell, which loads).
+    Failed(String),
 }
 
 impl Decision {
@@ -274,6 +276,7 @@ impl Decision {
             Decision::Duplicate(image) => format!("already declared by \"{}\"", image.display()),
             Decision::NotTrusted(why) => format!("not trusted: {why}"),
             Decision::Excluded(why) => format!("the image is not for this server: {why}"),
+            Decision::Failed(why) => format!("loading it failed: {why}"),
         })
     }
 }
@@ -298,7 +301,14 @@ pub fn declared_preloads(
             let library = module.library_name().to_string();
             let file = dfmgr::candidates(&library).into_iter().map(|c| image.join("lib").join(c)).find(|p| p.is_file());
             let decision = decide(index, &library, file.as_deref(), &excluded, listed, &out, policy);
-            out.push(DeclaredPreload { image: image.clone(), module: module.name.clone(), preload, library, file, decision });
+            out.push(DeclaredPreload {
+                image: image.clone(),
+                module: module.name.clone(),
+                preload,
+                library,
+                file,
+                decision,
+            });
         }
     }
     out
@@ -316,7 +326,8 @@ fn decide(
     if !excluded.is_empty() {
         return Decision::Excluded(excluded.join("; "));
     }
-    if let Some((setting, _)) = listed.iter().find(|(_, names)| names.iter().any(|n| dfmgr::names_library(n, library))) {
+    if let Some((setting, _)) = listed.iter().find(|(_, names)| names.iter().any(|n| dfmgr::names_library(n, library)))
+    {
         return Decision::Listed(setting);
     }
     let Some(file) = file else { return Decision::NoFile };

@@ -137,7 +137,12 @@ fn scan_image(at: &Place, dir: &Path, found: &mut Found) -> bool {
         return false;
     }
     let element = at.element;
-    found.images.push(Image { dir: dir.to_path_buf(), element, prefix: at.prefix.to_path_buf(), source: at.source.clone() });
+    found.images.push(Image {
+        dir: dir.to_path_buf(),
+        element,
+        prefix: at.prefix.to_path_buf(),
+        source: at.source.clone(),
+    });
     let lib_dir = dir.join("lib");
     let dir_name = dir.file_name().unwrap_or_default();
     // RFC: the eponymous control file at the top of the directory.

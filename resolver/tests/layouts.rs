@@ -773,7 +773,10 @@ fn nested_images_are_served_like_separate_images_one_level_deep() {
     // the catalog serves them like any other image
     let catalog = Catalog::new(t.p("catalog"));
     catalog.sync(&index, true).unwrap();
-    assert_eq!(control_of(&catalog, "pgrouting").get("directory").map(PathBuf::from), Some(t.p("ext/geospatial/pgrouting/share/extension")));
+    assert_eq!(
+        control_of(&catalog, "pgrouting").get("directory").map(PathBuf::from),
+        Some(t.p("ext/geospatial/pgrouting/share/extension"))
+    );
 }
 
 #[test]
@@ -801,7 +804,8 @@ fn images_the_operator_named_in_the_core_settings_are_indexed_behind_the_path() 
     t.file("mnt/plain/extension/plain--1.0.sql", "");
     t.cnpg("ext", "postgis", &["postgis"]);
     let root = t.tmp.path().display().to_string();
-    let control = format!("{root}/catalog/gen-1/share:$system:{root}/mnt/geospatial/postgis/share:{root}/mnt/plain:relative");
+    let control =
+        format!("{root}/catalog/gen-1/share:$system:{root}/mnt/geospatial/postgis/share:{root}/mnt/plain:relative");
     let library = format!("$libdir:{root}/mnt/geospatial/postgis/lib:{root}/catalog/gen-1/lib");
     let images = operator_images(&control, &library, &format!("{root}/catalog/"));
     assert_eq!(images.len(), 2, "{images:?}");

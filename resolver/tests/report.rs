@@ -290,8 +290,11 @@ fn meta_json(name: &str, modules: &[(&str, &str)], postgres: Option<&str>, platf
         let list: Vec<String> = platforms.iter().map(|p| format!("\"{p}\"")).collect();
         dependencies.push(format!(r#""platforms": [{}]"#, list.join(", ")));
     }
-    let dependencies =
-        if dependencies.is_empty() { String::new() } else { format!(r#", "dependencies": {{{}}}"#, dependencies.join(", ")) };
+    let dependencies = if dependencies.is_empty() {
+        String::new()
+    } else {
+        format!(r#", "dependencies": {{{}}}"#, dependencies.join(", "))
+    };
     format!(
         r#"{{"name": "{name}", "abstract": "a test image", "version": "1.0.0",
   "maintainers": [{{"name": "Ann Example", "email": "ann@example.org"}}], "license": "PostgreSQL",
@@ -306,7 +309,15 @@ fn images_declare_themselves_in_meta_json_and_check_says_what_follows() {
     // an image declaring one module for server start and one per session
     t.file("ext/stats/lib/pg_stat_statements.so", "ELF");
     t.file("ext/stats/lib/auto_explain.so", "ELF");
-    t.file("ext/stats/META.json", &meta_json("stats", &[("pg_stat_statements", "server"), ("auto_explain", "session")], Some(">= 17, < 19"), &["linux"]));
+    t.file(
+        "ext/stats/META.json",
+        &meta_json(
+            "stats",
+            &[("pg_stat_statements", "server"), ("auto_explain", "session")],
+            Some(">= 17, < 19"),
+            &["linux"],
+        ),
+    );
     // one for another PostgreSQL, one for another platform, one broken, one with no file
     t.file("ext/old/lib/old.so", "ELF");
     t.file("ext/old/META.json", &meta_json("old", &[("old", "server")], Some(">= 13, < 17"), &[]));
@@ -331,7 +342,11 @@ fn images_declare_themselves_in_meta_json_and_check_says_what_follows() {
     assert_eq!(
         got,
         [
-            ("mac".to_string(), Preload::Server, Decision::Excluded(got[0].2.reason().unwrap().replace("the image is not for this server: ", ""))),
+            (
+                "mac".to_string(),
+                Preload::Server,
+                Decision::Excluded(got[0].2.reason().unwrap().replace("the image is not for this server: ", ""))
+            ),
             ("gone".to_string(), Preload::Server, Decision::NoFile),
             ("old".to_string(), Preload::Server, got[2].2.clone()),
             ("auto_explain".to_string(), Preload::Session, Decision::Load),
@@ -340,7 +355,11 @@ fn images_declare_themselves_in_meta_json_and_check_says_what_follows() {
             ("pg_stat_statements".to_string(), Preload::Server, Decision::Duplicate(t.p("ext/stats"))),
         ]
     );
-    assert!(matches!(&got[2].2, Decision::Excluded(why) if why.contains(">= 13, < 17") && why.contains("18.6")), "{:?}", got[2]);
+    assert!(
+        matches!(&got[2].2, Decision::Excluded(why) if why.contains(">= 13, < 17") && why.contains("18.6")),
+        "{:?}",
+        got[2]
+    );
     assert!(matches!(&got[0].2, Decision::Excluded(why) if why.contains("darwin-arm64")));
     assert_eq!(preloads[4].file.as_deref(), Some(pgss.as_path()));
 
@@ -362,8 +381,18 @@ fn images_declare_themselves_in_meta_json_and_check_says_what_follows() {
     assert!(has("error: the image is not for this server: it declares PostgreSQL \">= 13, < 17\""), "{all:#?}");
     assert!(has("error: the image is not for this server: it declares the platforms darwin-arm64"), "{all:#?}");
     assert!(has("warning: \"") && has("broken/META.json\" is not a valid PGXN META.json"), "{all:#?}");
-    assert!(has("notice: module \"pg_stat_statements\" is declared for preloading (server) by the image's META.json; extension_search_path.preload_declared is off: it would be loaded from"), "{all:#?}");
-    assert!(has("warning: module \"gone\" is declared for preloading (server) by the image's META.json, but is not loaded: the image has no such library in lib/"), "{all:#?}");
+    assert!(
+        has(
+            "notice: module \"pg_stat_statements\" is declared for preloading (server) by the image's META.json; extension_search_path.preload_declared is off: it would be loaded from"
+        ),
+        "{all:#?}"
+    );
+    assert!(
+        has(
+            "warning: module \"gone\" is declared for preloading (server) by the image's META.json, but is not loaded: the image has no such library in lib/"
+        ),
+        "{all:#?}"
+    );
     assert!(!has("\"listed\""), "listed modules are PostgreSQL's: {all:#?}");
     // acted on, a module to load is no finding
     let declarations = Declarations { acted_on: true, ..declarations };
@@ -383,7 +412,9 @@ fn a_package_s_alias_control_file_is_a_notice_not_an_error() {
     t.file("ext/postgis/share/extension/half--1.0.sql", "");
     let index = t.index("@/ext");
     let findings = check(&index, &[], &Declarations::none(180006), &TrustPolicy::for_this_process(false));
-    let of = |name: &str| findings.iter().find(|f| f.extension.as_deref() == Some(name)).map(|f| (f.severity, f.message.clone()));
+    let of = |name: &str| {
+        findings.iter().find(|f| f.extension.as_deref() == Some(name)).map(|f| (f.severity, f.message.clone()))
+    };
     let (severity, message) = of("postgis-3").unwrap();
     assert_eq!(severity, Severity::Notice);
     assert!(message.starts_with("postgis-3 has a control file but no scripts: PostgreSQL lists it"), "{message}");

@@ -1,6 +1,7 @@
 //! The hooks, one file per family, installed together by [`init`]: `core_settings.rs` (check
 //! hooks on `extension_control_path` and `dynamic_library_path`), `utility.rs`
-//! (ProcessUtility), `fmgr.rs` (needs_fmgr_hook), `session.rs` (ClientAuthentication_hook).
+//! (ProcessUtility), `fmgr.rs` (needs_fmgr_hook), `session.rs` (ClientAuthentication_hook), and `statements.rs` (post_parse_analyze_hook, only
+//! for declared session preloads).
 //!
 //! Every hook follows one shape, so that PostgreSQL's own errors pass through us untouched:
 //!
@@ -22,6 +23,7 @@
 mod core_settings;
 mod fmgr;
 mod session;
+mod statements;
 mod utility;
 
 pub fn init() {
@@ -29,4 +31,10 @@ pub fn init() {
     utility::init();
     fmgr::init();
     session::init();
+}
+
+/// Declared `session` modules are to be loaded: the hook that loads them before each session's
+/// first statement (post_parse_analyze_hook), installed only then.
+pub fn init_session_modules() {
+    statements::init();
 }

@@ -16,7 +16,12 @@ use crate::usable::{Usable, library_distrust, usable};
 use crate::versions::Versions;
 
 /// Everything worth a DBA's attention along the path, most severe first.
-pub fn check(index: &Index, libraries: &[LibraryReport], declarations: &Declarations, policy: &TrustPolicy) -> Vec<Finding> {
+pub fn check(
+    index: &Index,
+    libraries: &[LibraryReport],
+    declarations: &Declarations,
+    policy: &TrustPolicy,
+) -> Vec<Finding> {
     let server_major = declarations.server.version_num / 10000;
     crate::safe_fs::memo::scope(|| {
         let mut findings = Findings::default();

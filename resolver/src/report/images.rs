@@ -69,7 +69,10 @@ fn image_report(index: &Index, image: &Image, mounts: &[Mount]) -> ImageReport {
                 }
             }
         }
-        Some(Err(invalid)) if metadata_error.is_none() && metadata_file.as_deref().is_some_and(|f| f.ends_with(crate::meta::META_FILE)) => {
+        Some(Err(invalid))
+            if metadata_error.is_none()
+                && metadata_file.as_deref().is_some_and(|f| f.ends_with(crate::meta::META_FILE)) =>
+        {
             metadata_error = Some(invalid)
         }
         _ => {}
