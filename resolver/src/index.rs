@@ -184,7 +184,7 @@ impl Index {
                 Element::Operator(image) => scan::scan_operator(i, image, &mut found),
             }
         }
-        let Found { images, mut extensions, mut libraries, problems: scan_problems } = found;
+        let Found { images, mut extensions, mut libraries, problems: scan_problems, .. } = found;
         extensions.sort_by(|a, b| {
             (a.name.as_str(), a.element, !a.eponymous(), a.nested, a.dir.as_path(), a.layout).cmp(&(
                 b.name.as_str(),

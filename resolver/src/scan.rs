@@ -40,6 +40,8 @@ pub struct Found {
     pub extensions: Vec<ExtensionCopy>,
     pub libraries: Vec<LibraryCopy>,
     pub problems: Vec<Problem>,
+    /// The directories of `images`, once an operator's image is to be matched against them.
+    image_dirs: Option<std::collections::HashSet<PathBuf>>,
 }
 
 pub fn scan_system(element: usize, system: &SystemDirs, found: &mut Found) {
@@ -91,7 +93,10 @@ pub fn scan_prefix(element: usize, prefix: &Path, found: &mut Found) {
 /// The images named by the operator's elements of the core settings (see
 /// [`crate::path::operator_images`]) that no prefix holds already.
 pub fn scan_operator(element: usize, image: &OperatorImage, found: &mut Found) {
-    if found.images.iter().any(|i| i.dir == image.dir) || !is_dir(&image.dir) {
+    // (operator's elements come after every element of the path: the set is complete)
+    let Found { images, image_dirs, .. } = &mut *found;
+    let known = image_dirs.get_or_insert_with(|| images.iter().map(|i| i.dir.clone()).collect());
+    if !known.insert(image.dir.clone()) || !is_dir(&image.dir) {
         return;
     }
     let at = Place { element, prefix: &image.dir, source: ImageSource::Setting };
