@@ -77,6 +77,28 @@ mod tests {
         assert_eq!(one("SELECT context FROM pg_settings WHERE name = 'extension_search_path.path'"), "superuser");
     }
 
+    #[pg_test]
+    fn preload_declared_is_off_and_set_only_at_server_start() {
+        assert_eq!(one("SHOW extension_search_path.preload_declared"), "off");
+        assert_eq!(
+            one(
+                "SELECT context || ':' || boot_val FROM pg_settings WHERE name = 'extension_search_path.preload_declared'"
+            ),
+            "postmaster:off"
+        );
+        // off: nothing declared is loaded, so the hook that loads session modules is not there
+        // SAFETY: a plain global read on the main thread.
+        let hook = unsafe { pg_sys::post_parse_analyze_hook };
+        assert!(hook.is_none(), "no post_parse_analyze_hook installed with the setting off");
+    }
+
+    #[pg_test(
+        error = "parameter \"extension_search_path.preload_declared\" cannot be changed without restarting the server"
+    )]
+    fn preload_declared_cannot_be_set_in_a_session() {
+        Spi::run("SET extension_search_path.preload_declared = on").unwrap();
+    }
+
     /// `s` with the catalog generation (`/gen-<n>`) left out of every path.
     fn without_generation(s: &str) -> String {
         let generation = |seg: &str| seg.strip_prefix("gen-").is_some_and(|n| n.parse::<u64>().is_ok());

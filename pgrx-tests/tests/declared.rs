@@ -186,6 +186,7 @@ fn a_declared_module_also_listed_is_loaded_once_and_a_broken_one_never_keeps_the
         "shared_preload_libraries = 'extension_search_path, pg_stat_statements'",
         &format!("extension_search_path.path = '$system:{}'", prefix.display()),
         "extension_search_path.preload_declared = on",
+        "log_error_verbosity = verbose",
     ]);
     s.start();
     s.sql("CREATE EXTENSION extension_search_path; CREATE EXTENSION pg_stat_statements");
@@ -202,7 +203,11 @@ fn a_declared_module_also_listed_is_loaded_once_and_a_broken_one_never_keeps_the
         "{rows}"
     );
     assert_eq!(lines[3], "pg_stat_statements:false:listed in shared_preload_libraries: PostgreSQL loads it", "{rows}");
-    assert!(s.log().contains("module \"broken\" declared for preloading (server) by image"), "{}", s.log());
+    assert!(
+        s.log().contains("WARNING:  55000: module \"broken\" declared for preloading (server) by image"),
+        "{}",
+        s.log()
+    );
     let findings = s.sql("SELECT severity || ': ' || message FROM extension_search_path.check() ORDER BY 1");
     assert!(findings.contains("warning: module \"broken\" is declared for preloading (server) by the image's META.json, but is not loaded: loading it failed"), "{findings}");
     assert!(

@@ -421,3 +421,28 @@ fn a_package_s_alias_control_file_is_a_notice_not_an_error() {
     assert_eq!(of("half").unwrap().0, Severity::Error);
     assert_eq!(of("postgis"), None);
 }
+
+#[test]
+fn the_meta_json_examples_of_the_docs_are_valid_and_declare_a_server_preload() {
+    for (doc, introduction) in [
+        ("../README.md", "A `META.json` for an image that ships"),
+        ("../docs/cloudnativepg.md", "the image declares it instead"),
+    ] {
+        let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc)).unwrap();
+        let after = text.split(introduction).nth(1).expect("the example's introduction");
+        let json = after.split("```json\n").nth(1).and_then(|b| b.split("```").next()).expect("a json block");
+        meta_example_is_valid(json);
+    }
+}
+
+fn meta_example_is_valid(json: &str) {
+    let t = T(tempfile::tempdir().unwrap());
+    t.file("img/META.json", json);
+    let meta = esp_resolver::meta::read(&t.p("img")).expect("found");
+    let declared = meta.declared.expect("valid PGXN metadata");
+    assert_eq!(declared.modules.len(), 1);
+    assert_eq!(declared.modules[0].library_name(), "pg_stat_statements");
+    assert_eq!(declared.modules[0].preload, Some(Preload::Server));
+    assert!(declared.excludes(&ThisServer { version_num: 180006, os: "linux", arch: &["amd64"] }).is_empty());
+    assert!(!declared.excludes(&ThisServer { version_num: 170004, os: "linux", arch: &["amd64"] }).is_empty());
+}
