@@ -120,7 +120,7 @@ fn load_dependencies(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
     };
     let policy = crate::gucs::trust_policy();
     let others = || session_index().image_library_dirs();
-    let plan = plan_loading(&real, &path, others, &policy, system_library_dirs(), loaded_sonames())?;
+    let plan = plan_loading(&real, &path, others, &policy, system_dirs(), loaded_sonames())?;
     for library in &plan.load_order {
         // SAFETY: loading a shared library runs its initialisers; these are the dependencies
         // of a module PostgreSQL is about to load anyway, which would run them too, and every
@@ -138,6 +138,14 @@ fn load_dependencies(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
         }
     }
     Ok(())
+}
+
+/// The system loader's directories (`LD_LIBRARY_PATH`, `/etc/ld.so.conf`, the defaults), read
+/// once per server: first by the postmaster (every backend inherits them), as the dynamic
+/// loader itself reads its configuration once per process.
+pub fn system_dirs() -> Vec<std::path::PathBuf> {
+    static DIRS: std::sync::OnceLock<Vec<std::path::PathBuf>> = std::sync::OnceLock::new();
+    DIRS.get_or_init(system_library_dirs).clone()
 }
 
 /// The index of the session's path (from the cache when it is current).
@@ -162,6 +170,8 @@ pub fn load_target(filename: &str) -> Option<PathBuf> {
 /// failure refuses that connection, not the server. A list PostgreSQL cannot split is left to
 /// PostgreSQL, which logs it and loads nothing of it.
 pub fn prepare_preload_lists() {
+    // read here, in the postmaster, so that no backend reads the loader's configuration again
+    let _ = system_dirs();
     for (setting, level) in
         [(c"shared_preload_libraries", PgLogLevel::ERROR), (c"session_preload_libraries", PgLogLevel::WARNING)]
     {

@@ -5,7 +5,7 @@
 use std::ffi::CStr;
 
 use esp_resolver::Index;
-use esp_resolver::dependencies::{LibraryContext, system_library_dirs};
+use esp_resolver::dependencies::LibraryContext;
 use esp_resolver::name::is_valid_extension_name;
 use esp_resolver::report::{
     CoreSetting, LibraryReport, SettingRow, check as check_findings, core_setting_rows, image_reports, library_reports,
@@ -143,7 +143,7 @@ fn rescan() -> TableIterator<'static, (name!(extensions, i64), name!(libraries, 
 fn library_context(index: &Index) -> LibraryContext {
     LibraryContext {
         image_dirs: index.image_library_dirs(),
-        system_dirs: system_library_dirs(),
+        system_dirs: crate::loading::system_dirs(),
         loaded: esp_resolver::dependencies::loaded_sonames(),
     }
 }
