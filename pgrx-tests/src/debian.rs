@@ -190,15 +190,12 @@ impl DebianServer {
     }
 
     pub fn sql(&self, sql: &str) -> String {
-        self.try_sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}\n--- server log ---\n{}", self.log()))
+        crate::answer(self.try_sql(sql), sql, || self.log())
     }
 
     /// The error of `sql`, which must fail.
     pub fn sql_err(&self, sql: &str) -> String {
-        match self.try_sql(sql) {
-            Ok(out) => panic!("{sql} succeeded: {out}"),
-            Err(e) => e,
-        }
+        crate::refusal(self.try_sql(sql), sql)
     }
 
     pub fn log(&self) -> String {
@@ -207,8 +204,7 @@ impl DebianServer {
 
     /// Fails the test if any server process crashed.
     pub fn assert_no_crash(&self) {
-        let log = self.log();
-        assert!(!log.contains("terminated by signal") && !log.contains("PANIC"), "a server process crashed:\n{log}");
+        crate::assert_no_crash_in(&self.log());
     }
 }
 

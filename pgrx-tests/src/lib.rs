@@ -500,20 +500,35 @@ impl Server {
     }
 
     pub fn sql(&self, sql: &str) -> String {
-        self.try_sql(sql).unwrap_or_else(|e| panic!("{sql}: {e}\n--- server log ---\n{}", self.log()))
+        answer(self.try_sql(sql), sql, || self.log())
     }
 
     /// The error of `sql`, which must fail.
     pub fn sql_err(&self, sql: &str) -> String {
-        match self.try_sql(sql) {
-            Ok(out) => panic!("{sql} succeeded: {out}"),
-            Err(e) => e,
-        }
+        refusal(self.try_sql(sql), sql)
     }
 
     pub fn log(&self) -> String {
         fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
     }
+}
+
+/// What `sql` answered, or a panic with its error and the server's log.
+pub(crate) fn answer(result: Result<String, String>, sql: &str, log: impl FnOnce() -> String) -> String {
+    result.unwrap_or_else(|e| panic!("{sql}: {e}\n--- server log ---\n{}", log()))
+}
+
+/// The error of `sql`, which must have failed.
+pub(crate) fn refusal(result: Result<String, String>, sql: &str) -> String {
+    match result {
+        Ok(out) => panic!("{sql} succeeded: {out}"),
+        Err(e) => e,
+    }
+}
+
+/// Fails the test if the server log `log` shows a crashed process.
+pub(crate) fn assert_no_crash_in(log: &str) {
+    assert!(!log.contains("terminated by signal") && !log.contains("PANIC"), "a server process crashed:\n{log}");
 }
 
 impl Drop for Server {
@@ -609,7 +624,6 @@ pub fn c_fixtures() -> &'static Fixtures {
 impl Server {
     /// Fails the test if any server process crashed.
     pub fn assert_no_crash(&self) {
-        let log = self.log();
-        assert!(!log.contains("terminated by signal") && !log.contains("PANIC"), "a server process crashed:\n{log}");
+        assert_no_crash_in(&self.log());
     }
 }
