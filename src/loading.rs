@@ -120,7 +120,15 @@ fn load_dependencies(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
     };
     let policy = crate::gucs::trust_policy();
     let others = || session_index().image_library_dirs();
-    let plan = plan_loading(&real, &path, others, &policy, system_dirs(), loaded_sonames())?;
+    // A file reached through the operator's own elements, which PostgreSQL would load without
+    // us: we only help (its bundled libraries, when they can be loaded), never refuse.
+    let operators = path.prefix_holding(&real).is_none();
+    let planned = plan_loading(&real, &path, others, &policy, system_dirs(), loaded_sonames());
+    let plan = match planned {
+        Ok(plan) => plan,
+        Err(_) if operators => return Ok(()),
+        Err(refusal) => return Err(refusal),
+    };
     for library in &plan.load_order {
         // SAFETY: loading a shared library runs its initialisers; these are the dependencies
         // of a module PostgreSQL is about to load anyway, which would run them too, and every
@@ -134,6 +142,7 @@ fn load_dependencies(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
         match opened {
             // Kept loaded for the life of the process, like PostgreSQL's own modules.
             Ok(handle) => std::mem::forget(handle),
+            Err(_) if operators => return Ok(()),
             Err(e) => return Err(LibraryRefusal::LoadFailed { file: library.clone(), message: e.to_string() }),
         }
     }

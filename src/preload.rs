@@ -1,40 +1,51 @@
 //! Declared preloads: the modules the images' `META.json` files ask to be preloaded
 //! (`contents.modules.<name>.preload`), loaded when `extension_search_path.preload_declared` is
 //! on — `server` ones by the postmaster right after our `_PG_init`, `session` ones by every
-//! session before its first statement. What to load, and what not and why, is decided by the
-//! core (`esp_resolver::meta`); this file loads, and remembers the outcome for
+//! client session before its first statement. What to load, and what not and why, is decided by
+//! the core (`esp_resolver::meta`); this file loads, and remembers the outcome for
 //! `declared_preloads()` and `check()`.
 //!
-//! A declared module that fails to load is logged with its image named and skipped, where a
-//! failing `shared_preload_libraries` entry keeps the server down: that list is the operator's
-//! own and written for this server, while a declaration comes with an image that can be
-//! mounted on many servers — one broken image must not take every other extension, and the
-//! server, down with it; the server comes up and `check()` says what failed.
+//! What can be known before any code of a module runs is checked first, in the postmaster: the
+//! file is a trusted library of an image, a shared object for this machine with a magic block
+//! of this major version (`meta::preflight`), and its bundled libraries load (they are then
+//! inherited by every process, parallel workers included). A module that fails there is
+//! skipped with a WARNING naming its image, and the server starts: that is where a broken image
+//! differs from a broken `shared_preload_libraries` entry, which keeps the server down — one
+//! image mounted on many servers must not take every other extension down with it. Once a
+//! module's own code has run, nothing can undo it (PostgreSQL never unloads a module): a server
+//! module whose `_PG_init` raises an ERROR stops the start, as a `shared_preload_libraries`
+//! entry does; a session module's ERROR reaches the session's first statement untouched, as a
+//! failed `LOAD` would.
 
 use std::ffi::CString;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use esp_resolver::Index;
 use esp_resolver::dfmgr::split_library_list;
-use esp_resolver::meta::{Decision, Declarations, DeclaredPreload, Preload, ThisServer, declared_preloads, metas};
+use esp_resolver::meta::{
+    Decision, Declarations, DeclaredPreload, Meta, Preload, ThisServer, declared_preloads, metas,
+};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
-/// What the postmaster decided and did at start (inherited by every backend), then what this
-/// session loaded.
+/// What the postmaster decided and did at start (inherited by every backend).
 static OUTCOMES: Mutex<Vec<DeclaredPreload>> = Mutex::new(Vec::new());
+
+/// The files of the `session` modules each client session loads (set in the postmaster).
+static SESSION_FILES: OnceLock<Vec<CString>> = OnceLock::new();
 
 /// The preload lists PostgreSQL loads itself, split as it splits them.
 fn listed() -> Vec<(&'static str, Vec<String>)> {
-    ["shared_preload_libraries", "session_preload_libraries", "local_preload_libraries"]
-        .into_iter()
-        .map(|setting| {
-            let name = CString::new(setting).expect("no NUL");
-            (setting, split_library_list(&crate::gucs::current(&name)).unwrap_or_default())
-        })
-        .collect()
+    [
+        (c"shared_preload_libraries", "shared_preload_libraries"),
+        (c"session_preload_libraries", "session_preload_libraries"),
+        (c"local_preload_libraries", "local_preload_libraries"),
+    ]
+    .into_iter()
+    .map(|(name, setting)| (setting, split_library_list(&crate::gucs::current(name)).unwrap_or_default()))
+    .collect()
 }
 
 fn this_server() -> ThisServer {
@@ -42,15 +53,15 @@ fn this_server() -> ThisServer {
 }
 
 /// What the images of `index` declare and what is (or, with the setting off, would be) done.
-fn decide(index: &Index) -> (Vec<(std::path::PathBuf, esp_resolver::meta::Meta)>, Vec<DeclaredPreload>) {
+fn decide(index: &Index) -> (Vec<(PathBuf, Meta)>, Vec<DeclaredPreload>) {
     let metas = metas(index);
     let preloads = declared_preloads(index, &metas, &this_server(), &listed(), &crate::gucs::trust_policy());
     (metas, preloads)
 }
 
-/// In the postmaster's `_PG_init`, after the preload lists were prepared: loads every `server`
-/// module declared (when the setting is on) and keeps the `session` ones for each session.
-/// Returns whether sessions have modules to load.
+/// In the postmaster's `_PG_init`, after the preload lists were prepared: checks every declared
+/// module (when the setting is on), loads the `server` ones and keeps the `session` ones for
+/// each session. Returns whether sessions have modules to load.
 pub fn at_server_start() -> bool {
     if !crate::gucs::preload_declared() {
         return false;
@@ -58,66 +69,98 @@ pub fn at_server_start() -> bool {
     let index = crate::loading::session_index();
     let (_, mut preloads) = decide(&index);
     drop(index);
-    for preload in preloads.iter_mut().filter(|p| p.preload == Preload::Server) {
-        load(preload);
+    let mut session_files = Vec::new();
+    for preload in preloads.iter_mut().filter(|p| p.decision == Decision::Load) {
+        let Some(file) = preload.file.clone() else { continue };
+        if let Err(why) = prepare(&file) {
+            skip(preload, why);
+            continue;
+        }
+        match preload.preload {
+            Preload::Server => load_in_postmaster(preload, &file),
+            Preload::Session => match CString::new(file.as_os_str().as_encoded_bytes()) {
+                Ok(name) => session_files.push(name),
+                Err(_) => skip(preload, "the path holds a NUL byte".into()),
+            },
+        }
     }
-    let sessions = preloads.iter().any(|p| p.preload == Preload::Session && p.decision == Decision::Load);
+    let sessions = !session_files.is_empty();
+    let _ = SESSION_FILES.set(session_files);
     *OUTCOMES.lock().unwrap_or_else(|e| e.into_inner()) = preloads;
     sessions
 }
 
-/// Before a session's first statement: loads the declared `session` modules.
-pub fn at_session_start() {
-    let mut outcomes = OUTCOMES.lock().unwrap_or_else(|e| e.into_inner());
-    for preload in outcomes.iter_mut().filter(|p| p.preload == Preload::Session) {
-        load(preload);
-    }
+/// What is checked before any code of the module runs; its bundled libraries loaded.
+fn prepare(file: &Path) -> Result<(), String> {
+    esp_resolver::meta::preflight(file, pg_sys::PG_VERSION_NUM / 10000)?;
+    crate::loading::make_loadable_or_why(&file.to_string_lossy())
 }
 
-/// Loads one module PostgreSQL's way (`load_file`, as the preload lists are loaded), its bundled
-/// libraries first; a failure is logged and recorded, never raised.
-fn load(preload: &mut DeclaredPreload) {
-    if preload.decision != Decision::Load {
-        return;
-    }
-    let Some(file) = preload.file.clone() else { return };
-    let outcome = crate::loading::make_loadable_or_why(&file.to_string_lossy()).and_then(|()| load_file(&file));
-    if let Err(why) = outcome {
-        let report = pgrx::pg_sys::panic::ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!(
-                "module \"{}\" declared for preloading ({}) by image \"{}\" was not loaded: {why}",
-                preload.module,
-                preload.preload.as_str(),
-                preload.image.display()
-            ),
-            "preload",
-        )
-        .set_hint("See extension_search_path.declared_preloads() and check(); the server goes on without it.");
-        crate::messages::emit(PgLogLevel::WARNING, report);
-        preload.decision = Decision::Failed(why);
-    }
+/// A declared module not loaded: logged (the postmaster's messages go to the server log only)
+/// and recorded.
+fn skip(preload: &mut DeclaredPreload, why: String) {
+    let report = pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!(
+            "module \"{}\" declared for preloading ({}) by image \"{}\" was not loaded: {why}",
+            preload.module,
+            preload.preload.as_str(),
+            preload.image.display()
+        ),
+        "preload",
+    )
+    .set_hint("See extension_search_path.declared_preloads() and check(); the server goes on without it.");
+    crate::messages::emit(PgLogLevel::WARNING, report);
+    preload.decision = Decision::Failed(why);
 }
 
-/// `load_file(file)`, with an ERROR it raises caught and returned as its message.
-fn load_file(file: &Path) -> Result<(), String> {
+/// `load_file` in the postmaster. An ERROR raised before the module's code ran (the file could
+/// not be opened by the dynamic loader, its magic block refused: PostgreSQL has closed it
+/// again) skips it; one raised by its `_PG_init` (it stays mapped) stops the start.
+fn load_in_postmaster(preload: &mut DeclaredPreload, file: &Path) {
     let Ok(name) = CString::new(file.as_os_str().as_encoded_bytes()) else {
-        return Err("the path holds a NUL byte".into());
+        return skip(preload, "the path holds a NUL byte".into());
     };
-    PgTryBuilder::new(|| {
+    let failed = PgTryBuilder::new(|| {
         // SAFETY: a plain call into PostgreSQL with a NUL-terminated path; an ERROR it raises
-        // comes back as a Rust panic (pgrx's FFI guard), caught below.
+        // comes back as a Rust panic (pgrx's FFI guard restores the error state), caught below.
         unsafe { pg_sys::load_file(name.as_ptr(), false) };
-        Ok(())
+        None
     })
     .catch_others(|e| {
-        Err(match e {
+        Some(match e {
             CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. } => {
-                r.message().to_string()
+                match r.detail() {
+                    Some(detail) => format!("{}: {detail}", r.message()),
+                    None => r.message().to_string(),
+                }
             }
         })
     })
-    .execute()
+    .execute();
+    let Some(why) = failed else { return };
+    if !crate::loading::is_loaded(file) {
+        return skip(preload, why);
+    }
+    pgrx::pg_sys::panic::ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!(
+            "module \"{}\" declared for preloading (server) by image \"{}\" failed in its initialisation: {why}",
+            preload.module,
+            preload.image.display()
+        ),
+        "preload",
+    )
+    .set_hint(
+        "A module whose _PG_init failed cannot be unloaded, so the server does not start, as for \
+         shared_preload_libraries. Fix or remove the image, or set extension_search_path.preload_declared = off.",
+    )
+    .report(PgLogLevel::FATAL);
+}
+
+/// The files of the declared `session` modules, for each client session to load.
+pub fn session_files() -> &'static [CString] {
+    SESSION_FILES.get().map_or(&[], Vec::as_slice)
 }
 
 /// What the images declare, for `check()`: as decided and done at start when the setting is
@@ -129,16 +172,13 @@ pub fn declarations(index: &Index) -> Declarations {
     Declarations { server: this_server(), metas, preloads, acted_on }
 }
 
-/// One row per declared module: `loaded` is whether this process has it now.
+/// One row per declared module, with whether this process has the image's file loaded.
 pub fn rows(index: &Index) -> Vec<(DeclaredPreload, bool)> {
-    let declarations = declarations(index);
-    declarations
+    declarations(index)
         .preloads
         .into_iter()
         .map(|p| {
-            let loaded = declarations.acted_on
-                && p.decision == Decision::Load
-                && p.file.as_deref().is_some_and(crate::loading::is_loaded);
+            let loaded = p.file.as_deref().is_some_and(crate::loading::is_loaded);
             (p, loaded)
         })
         .collect()

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use esp_e2e::{Server, mkimage, tempdir};
+use esp_e2e::{Server, cc, mkimage, pg_module_source, tempdir};
 
 /// A PGXN Meta Spec v2 `META.json` declaring `modules` (name, type, preload).
 fn meta_json(name: &str, modules: &[(&str, &str, &str)], postgres: &str) -> String {
@@ -178,6 +178,15 @@ fn a_declared_module_also_listed_is_loaded_once_and_a_broken_one_never_keeps_the
     fs::create_dir_all(broken.join("lib")).unwrap();
     write(&broken.join("lib/broken.so"), "not a shared object");
     write(&broken.join("META.json"), &meta_json("broken", &[("broken", "hook", "server")], "0"));
+    // one the dynamic loader refuses (an undefined symbol): PostgreSQL's ERROR comes before any
+    // of its code runs
+    let unresolved = prefix.join("unresolved");
+    cc(
+        &unresolved.join("lib/unresolved.so"),
+        &pg_module_source("unresolved_value", "int esp_nowhere(void);", "esp_nowhere()"),
+        &[],
+    );
+    write(&unresolved.join("META.json"), &meta_json("unresolved", &[("unresolved", "hook", "server")], "0"));
     let old = prefix.join("old");
     fs::create_dir_all(old.join("lib")).unwrap();
     write(&old.join("lib/old.so"), "never read");
@@ -202,7 +211,12 @@ fn a_declared_module_also_listed_is_loaded_once_and_a_broken_one_never_keeps_the
         lines[2].starts_with("old:false:the image is not for this server: it declares PostgreSQL \"< 17\""),
         "{rows}"
     );
-    assert_eq!(lines[3], "pg_stat_statements:false:listed in shared_preload_libraries: PostgreSQL loads it", "{rows}");
+    assert_eq!(lines[3], "pg_stat_statements:true:listed in shared_preload_libraries: PostgreSQL loads it", "{rows}");
+    assert!(
+        lines[4].starts_with("unresolved:false:loading it failed: could not load library")
+            && lines[4].contains("esp_nowhere"),
+        "{rows}"
+    );
     assert!(
         s.log().contains("WARNING:  55000: module \"broken\" declared for preloading (server) by image"),
         "{}",
@@ -224,5 +238,128 @@ fn a_declared_module_also_listed_is_loaded_once_and_a_broken_one_never_keeps_the
         .filter_map(|l| l.split_whitespace().last())
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
+    s.assert_no_crash();
+}
+
+/// An image holding one module built from C `source` (with `needs` bundled in its `lib/`),
+/// declaring it for preloading (`preload`) in its `META.json`.
+fn c_image(prefix: &Path, name: &str, source: &str, preload: &str) {
+    let image = prefix.join(name);
+    cc(&image.join(format!("lib/{name}.so")), source, &[]);
+    write(&image.join("META.json"), &meta_json(name, &[(name, "hook", preload)], "0"));
+}
+
+/// A module whose `_PG_init` installs a post_parse_analyze_hook logging every statement it
+/// sees, then (when `fail`) raises an ERROR with a detail and a hint.
+fn hook_module(name: &str, fail: bool) -> String {
+    let fail = if fail {
+        format!(
+            "ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR), errmsg(\"{name} refuses\"), errdetail(\"a detail\"), errhint(\"a hint\")));"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "#include \"postgres.h\"\n#include \"fmgr.h\"\n#include \"parser/analyze.h\"\nPG_MODULE_MAGIC;\n\
+         static post_parse_analyze_hook_type prev = NULL;\n\
+         static void hook(ParseState *p, Query *q, JumbleState *j) {{ elog(LOG, \"{name} saw: %s\", p->p_sourcetext); if (prev) prev(p, q, j); }}\n\
+         void _PG_init(void) {{ prev = post_parse_analyze_hook; post_parse_analyze_hook = hook; {fail} }}\n"
+    )
+}
+
+fn preloading(prefix: &Path) -> Server {
+    Server::new(&[
+        "shared_preload_libraries = 'extension_search_path'",
+        &format!("extension_search_path.path = '$system:{}'", prefix.display()),
+        "extension_search_path.preload_declared = on",
+    ])
+}
+
+#[test]
+fn a_server_module_failing_in_its_own_initialisation_stops_the_start_as_a_preload_list_entry_would() {
+    let dir = tempdir();
+    let prefix = dir.path().join("extensions");
+    c_image(&prefix, "halfinit", &hook_module("halfinit", true), "server");
+    let mut s = preloading(&prefix);
+    let failed = s.try_start();
+    assert!(failed.is_err(), "a module left half initialised must not be served");
+    let log = s.log();
+    assert!(
+        log.contains("FATAL:  module \"halfinit\" declared for preloading (server) by image")
+            && log.contains("failed in its initialisation: halfinit refuses"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_session_module_sees_the_first_statement_and_its_error_reaches_the_client_untouched() {
+    let dir = tempdir();
+    let prefix = dir.path().join("extensions");
+    c_image(&prefix, "ppalog", &hook_module("ppalog", false), "session");
+    let mut s = preloading(&prefix);
+    s.start();
+    s.sql("SELECT 'first statement'");
+    assert!(s.log().contains("ppalog saw: SELECT 'first statement'"), "{}", s.log());
+    s.stop();
+
+    // a session module whose _PG_init raises an ERROR: the first statement gets it exactly as
+    // PostgreSQL raised it (SQLSTATE, detail, hint); the session goes on
+    c_image(&prefix, "sessfail", &hook_module("sessfail", true), "session");
+    s.start();
+    let out = s.psql_script("\\set VERBOSITY verbose\nSELECT 1 AS first;\nSELECT 2 AS second;\n");
+    assert!(out.contains("ERROR:  F0000: sessfail refuses\nDETAIL:  a detail\nHINT:  a hint\n"), "{out}");
+    assert!(out.contains("second \n--------\n      2"), "{out}");
+    s.assert_no_crash();
+}
+
+#[test]
+fn a_session_module_s_bundled_libraries_serve_parallel_workers_too() {
+    let dir = tempdir();
+    let prefix = dir.path().join("extensions");
+    let image = prefix.join("sdep");
+    let dep = image.join("lib/libesp_sdep.so.1");
+    cc(&dep, "int esp_sdep(void) { return 7; }", &[]);
+    let module = pg_module_source("sdep_value", "int esp_sdep(void);", "esp_sdep()");
+    cc(&image.join("lib/sdep.so"), &module, &[&dep]);
+    write(&image.join("META.json"), &meta_json("sdep", &[("sdep", "hook", "session")], "0"));
+    let mut s = preloading(&prefix);
+    s.start();
+    // every parallel worker loads what its leader loaded, where nothing of ours runs
+    let out = s.psql_script("SET debug_parallel_query = on;\nSELECT count(*) > 0 AS answered FROM pg_class;\n");
+    assert!(!out.contains("ERROR"), "{out}");
+    assert!(out.contains(" t\n"), "{out}");
+    s.sql("CREATE EXTENSION extension_search_path");
+    assert_eq!(
+        s.sql("SELECT loaded FROM extension_search_path.declared_preloads() WHERE module = 'sdep'"),
+        "t",
+        "loaded before the session's first statement"
+    );
+    s.assert_no_crash();
+}
+
+#[test]
+fn an_operator_s_untrusted_image_is_loaded_as_postgres_would_but_never_preloaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let mounted = dir.path().join("mnt");
+    let image = mounted.join("hello");
+    cc(&image.join("lib/hello.so"), &pg_module_source("hello", "", "42"), &[]);
+    write(&image.join("META.json"), &meta_json("hello", &[("hello", "hook", "server")], "0"));
+    fs::set_permissions(image.join("lib"), fs::Permissions::from_mode(0o777)).unwrap();
+    let mut s = Server::new(&[
+        "shared_preload_libraries = 'extension_search_path'",
+        "extension_search_path.path = '$system'",
+        "extension_search_path.preload_declared = on",
+        &format!("dynamic_library_path = '$libdir:{}/lib'", image.display()),
+    ]);
+    s.start();
+    // what PostgreSQL would load without us, it loads with us (we only help, never refuse)
+    s.sql("CREATE FUNCTION hello() RETURNS int AS 'hello' LANGUAGE C");
+    assert_eq!(s.sql("SELECT hello()"), "42");
+    // but its declaration is not acted on: the image is writable by others
+    s.sql("CREATE EXTENSION extension_search_path");
+    let row = s.sql("SELECT loaded || ':' || reason FROM extension_search_path.declared_preloads()");
+    assert!(row.starts_with("false:not trusted: ") && row.contains("writable by group or others"), "{row}");
+    assert!(!s.log().contains("hello.so"), "{}", s.log());
     s.assert_no_crash();
 }

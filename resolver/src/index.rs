@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::dfmgr;
-use crate::path::{Element, SearchPath};
+use crate::path::{Element, OperatorImage, SearchPath};
 use crate::problem::Problem;
 use crate::scan::{self, Found, SystemDirs};
 
@@ -195,15 +195,33 @@ impl Index {
                 b.layout,
             ))
         });
+        // The operator's images are searched by PostgreSQL in dynamic_library_path's order,
+        // which may differ from extension_control_path's (the order of the elements).
+        let library_rank = |element: usize| match &path.elements[element] {
+            Element::Operator(image) => (path.elements.len(), image.library_rank.unwrap_or(usize::MAX)),
+            _ => (element, 0),
+        };
         libraries.sort_by(|a, b| {
-            (&a.file_name, a.element, !a.eponymous(), a.nested, &a.dir).cmp(&(
+            (&a.file_name, library_rank(a.element), !a.eponymous(), a.nested, &a.dir).cmp(&(
                 &b.file_name,
-                b.element,
+                library_rank(b.element),
                 !b.eponymous(),
                 b.nested,
                 &b.dir,
             ))
         });
+        let (system_rank, libdir_rank) = path.operator_ranks;
+        let control_rank = |c: &ExtensionCopy| operator_rank(path, c.element, |i| i.control_rank);
+        put_operator_first(
+            &mut extensions,
+            |c| c.name.as_str(),
+            |c| c.layout == Layout::System,
+            control_rank,
+            system_rank,
+        );
+        let in_system = |l: &LibraryCopy| matches!(path.elements[l.element], Element::System);
+        let rank = |l: &LibraryCopy| operator_rank(path, l.element, |i| i.library_rank);
+        put_operator_first(&mut libraries, |l| l.file_name.as_os_str(), in_system, rank, libdir_rank);
         let mut problems = path.problems.clone();
         problems.extend(scan_problems);
         Index {
@@ -416,6 +434,40 @@ pub fn fingerprint(path: &SearchPath, system: &SystemDirs) -> Vec<(PathBuf, Opti
             (d, m)
         })
         .collect()
+}
+
+/// Where element `element` stands in the operator's setting (`rank` of its image), if it is an
+/// operator's image.
+fn operator_rank(path: &SearchPath, element: usize, rank: impl Fn(&OperatorImage) -> Option<usize>) -> Option<usize> {
+    match path.elements.get(element) {
+        Some(Element::Operator(image)) => rank(image),
+        _ => None,
+    }
+}
+
+/// PostgreSQL's order where our catalog does not decide: for a name whose first copy along our
+/// path is `$system`'s (`is_system`), our catalog serves nothing and PostgreSQL searches the
+/// operator's elements in order — an operator's image listed before `$system` (`system_rank`;
+/// `$libdir` for libraries) wins. That copy is moved to the front of its name's copies.
+fn put_operator_first<T, K: PartialEq + ?Sized>(
+    sorted: &mut [T],
+    key: impl Fn(&T) -> &K,
+    is_system: impl Fn(&T) -> bool,
+    rank: impl Fn(&T) -> Option<usize>,
+    system_rank: Option<usize>,
+) {
+    let mut start = 0;
+    while start < sorted.len() {
+        let end = start + sorted[start..].iter().take_while(|c| key(c) == key(&sorted[start])).count();
+        if is_system(&sorted[start]) {
+            let before = |r: usize| system_rank.is_none_or(|s| r < s);
+            let first = (start + 1..end).filter_map(|i| rank(&sorted[i]).filter(|r| before(*r)).map(|r| (r, i))).min();
+            if let Some((_, i)) = first {
+                sorted[start..=i].rotate_right(1);
+            }
+        }
+        start = end;
+    }
 }
 
 fn winners_by<'a, T, K: PartialEq + ?Sized + 'a>(

@@ -80,9 +80,22 @@ pub fn read(dir: &Path) -> Option<Meta> {
     let declared = crate::safe_fs::read_regular(&file, crate::safe_fs::MAX_TEXT_FILE)
         .map_err(|e| e.to_string())
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string()))
-        .and_then(|json| pgxn_meta::dist::Distribution::try_from(json).map_err(|e| e.to_string()))
+        .and_then(validate)
         .map(|dist| declared(&dist));
     Some(Meta { file, declared })
+}
+
+/// Validates with `pgxn_meta`, whose panics on some malformed files (a `meta-spec` version
+/// starting with a multi-byte character) are an invalid file here, never a failure.
+fn validate(json: serde_json::Value) -> Result<pgxn_meta::dist::Distribution, String> {
+    if json.pointer("/meta-spec/version").and_then(|v| v.as_str()).is_some_and(|v| !v.is_ascii()) {
+        return Err("meta-spec version is not a version".into());
+    }
+    let validated = std::panic::catch_unwind(move || pgxn_meta::dist::Distribution::try_from(json));
+    match validated {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err("not valid PGXN metadata (the validator gave up on it)".into()),
+    }
 }
 
 fn declared(dist: &pgxn_meta::dist::Distribution) -> Declared {
@@ -299,7 +312,14 @@ pub fn declared_preloads(
         for module in &declared.modules {
             let Some(preload) = module.preload else { continue };
             let library = module.library_name().to_string();
-            let file = dfmgr::candidates(&library).into_iter().map(|c| image.join("lib").join(c)).find(|p| p.is_file());
+            // the image's own library of that name, as the index knows it (from its lib/, or
+            // the operator's element): trust is then judged as for every library
+            let names = dfmgr::candidates(&library);
+            let file = index
+                .libraries
+                .iter()
+                .find(|l| l.dir == *image && names.iter().any(|n| l.file_name == n.as_str()))
+                .map(|l| l.path.clone());
             let decision = decide(index, &library, file.as_deref(), &excluded, listed, &out, policy);
             out.push(DeclaredPreload {
                 image: image.clone(),
@@ -340,10 +360,34 @@ fn decide(
     {
         return Decision::Shadowed(winner.path.clone());
     }
-    if let Some(why) = index.served_library(&real).and_then(|copy| library_distrust(copy, policy)) {
-        return Decision::NotTrusted(why);
+    match index.served_library(&real) {
+        Some(copy) => {
+            if let Some(why) = library_distrust(copy, policy) {
+                return Decision::NotTrusted(why);
+            }
+        }
+        None => return Decision::NotTrusted("not a library of an image along the path".into()),
     }
     Decision::Load
+}
+
+/// What PostgreSQL checks of a module before it runs any of its code (`internal_load_library`:
+/// a shared object for this machine, with a magic block of this major version), read from the
+/// file without loading it: a declared module that fails here is skipped, never loaded.
+pub fn preflight(file: &Path, server_major: u32) -> Result<(), String> {
+    let info = crate::elf::read_elf(file).map_err(|e| e.to_string())?;
+    if info.machine != crate::elf::HOST_MACHINE {
+        return Err(format!("built for {}", crate::elf::machine_name(info.machine)));
+    }
+    if !info.is_pg_module {
+        return Err("not a PostgreSQL module (no magic block)".into());
+    }
+    match info.pg_major {
+        Some(major) if major != server_major => {
+            Err(format!("built for PostgreSQL {major}, this server is {server_major}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The `META.json` of every image of `index` that has one, in path precedence.

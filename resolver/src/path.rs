@@ -32,21 +32,36 @@ pub struct OperatorImage {
     pub control: Option<PathBuf>,
     /// The `dynamic_library_path` element.
     pub library: Option<PathBuf>,
+    /// Where those elements stand in their settings (0 is the first element).
+    pub control_rank: Option<usize>,
+    pub library_rank: Option<usize>,
+}
+
+/// The operator's images and where `$system` (in `extension_control_path`) and `$libdir` (in
+/// `dynamic_library_path`) stand among them: PostgreSQL searches them in that order after our
+/// catalog, so an image listed before `$system` wins over `$system` for a name our path does not
+/// serve from a prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperatorElements {
+    pub images: Vec<OperatorImage>,
+    pub system_rank: Option<usize>,
+    pub libdir_rank: Option<usize>,
 }
 
 /// The images named by the operator's elements of `extension_control_path` (`control_path`)
 /// and `dynamic_library_path` (`library_path`), in the order written: `$system`, `$libdir`,
 /// relative and empty elements and our own catalogs (under `our_root`) left out.
-pub fn operator_images(control_path: &str, library_path: &str, our_root: &str) -> Vec<OperatorImage> {
+pub fn operator_images(control_path: &str, library_path: &str, our_root: &str) -> OperatorElements {
     let mut images: Vec<OperatorImage> = Vec::new();
-    let elements = |value: &'static str, text: &str| -> Vec<(&'static str, PathBuf)> {
+    let elements = |value: &'static str, text: &str| -> Vec<(&'static str, usize, PathBuf)> {
         text.split(':')
             .map(str::trim)
-            .filter(|e| Path::new(e).is_absolute() && (our_root.is_empty() || !e.starts_with(our_root)))
-            .map(|e| (value, normalize(Path::new(e))))
+            .enumerate()
+            .filter(|(_, e)| Path::new(e).is_absolute() && (our_root.is_empty() || !e.starts_with(our_root)))
+            .map(|(rank, e)| (value, rank, normalize(Path::new(e))))
             .collect()
     };
-    for (setting, element) in elements("share", control_path).into_iter().chain(elements("lib", library_path)) {
+    for (setting, rank, element) in elements("share", control_path).into_iter().chain(elements("lib", library_path)) {
         let dir = match element.file_name() {
             Some(last) if last == setting => element.parent().unwrap_or(&element).to_path_buf(),
             _ => element.clone(),
@@ -54,14 +69,33 @@ pub fn operator_images(control_path: &str, library_path: &str, our_root: &str) -
         let at = match images.iter().position(|i| i.dir == dir) {
             Some(at) => at,
             None => {
-                images.push(OperatorImage { dir, control: None, library: None });
+                images.push(OperatorImage {
+                    dir,
+                    control: None,
+                    library: None,
+                    control_rank: None,
+                    library_rank: None,
+                });
                 images.len() - 1
             }
         };
-        let slot = if setting == "share" { &mut images[at].control } else { &mut images[at].library };
-        slot.get_or_insert(element);
+        let image = &mut images[at];
+        let (slot, slot_rank) = if setting == "share" {
+            (&mut image.control, &mut image.control_rank)
+        } else {
+            (&mut image.library, &mut image.library_rank)
+        };
+        if slot.is_none() {
+            *slot = Some(element);
+            *slot_rank = Some(rank);
+        }
     }
-    images
+    let rank_of = |text: &str, name: &str| text.split(':').map(str::trim).position(|e| e == name);
+    OperatorElements {
+        images,
+        system_rank: rank_of(control_path, SYSTEM_MACRO),
+        libdir_rank: rank_of(library_path, "$libdir"),
+    }
 }
 
 /// A parsed path. Bad elements are dropped and reported; they never stop the good ones.
@@ -72,6 +106,9 @@ pub struct SearchPath {
     /// so system extensions can never be hidden by leaving it out.
     pub implicit_system: bool,
     pub problems: Vec<Problem>,
+    /// Where `$system` and `$libdir` stand among the operator's images (see
+    /// [`OperatorElements`]); `None` when there are none.
+    pub operator_ranks: (Option<usize>, Option<usize>),
 }
 
 impl SearchPath {
@@ -87,8 +124,9 @@ impl SearchPath {
     /// element the setting names: what the index reports and loads bundled libraries for.
     /// They are not served through the catalog: PostgreSQL reaches them through the operator's
     /// own elements, as it would without us.
-    pub fn with_operator_images(mut self, images: Vec<OperatorImage>) -> SearchPath {
-        self.elements.extend(images.into_iter().map(Element::Operator));
+    pub fn with_operator_images(mut self, operator: OperatorElements) -> SearchPath {
+        self.elements.extend(operator.images.into_iter().map(Element::Operator));
+        self.operator_ranks = (operator.system_rank, operator.libdir_rank);
         self
     }
 
@@ -103,6 +141,7 @@ impl SearchPath {
         self.prefix_holding(path).or_else(|| {
             self.elements.iter().find_map(|e| match e {
                 Element::Operator(image) if path.starts_with(&image.dir) => Some(image.dir.clone()),
+                Element::Operator(image) => std::fs::canonicalize(&image.dir).ok().filter(|c| path.starts_with(c)),
                 _ => None,
             })
         })
@@ -127,7 +166,12 @@ impl SearchPath {
                 subject: "extension_search_path.path".into(),
                 kind: PathProblem::TooLong(value.len()).into(),
             });
-            return SearchPath { elements: vec![Element::System], implicit_system: true, problems };
+            return SearchPath {
+                elements: vec![Element::System],
+                implicit_system: true,
+                problems,
+                operator_ranks: (None, None),
+            };
         }
         for raw in value.split(':') {
             let trimmed = raw.trim();
@@ -159,7 +203,7 @@ impl SearchPath {
         if implicit_system {
             elements.push(Element::System);
         }
-        SearchPath { elements, implicit_system, problems }
+        SearchPath { elements, implicit_system, problems, operator_ranks: (None, None) }
     }
 }
 

@@ -807,11 +807,15 @@ fn images_the_operator_named_in_the_core_settings_are_indexed_behind_the_path() 
     let control =
         format!("{root}/catalog/gen-1/share:$system:{root}/mnt/geospatial/postgis/share:{root}/mnt/plain:relative");
     let library = format!("$libdir:{root}/mnt/geospatial/postgis/lib:{root}/catalog/gen-1/lib");
-    let images = operator_images(&control, &library, &format!("{root}/catalog/"));
+    let operator = operator_images(&control, &library, &format!("{root}/catalog/"));
+    let images = &operator.images;
     assert_eq!(images.len(), 2, "{images:?}");
     assert_eq!(images[0].dir, t.p("mnt/geospatial/postgis"));
     assert_eq!(images[0].library, Some(t.p("mnt/geospatial/postgis/lib")));
+    assert_eq!((images[0].control_rank, images[0].library_rank), (Some(2), Some(1)));
     assert_eq!(images[1].dir, t.p("mnt/plain"));
+    assert_eq!((operator.system_rank, operator.libdir_rank), (Some(1), Some(0)));
+    let images = operator.clone();
     let path = SearchPath::parse(&format!("$system:{root}/ext")).with_operator_images(images);
     let index = Index::build(&path, &t.system());
     // behind the path: the prefix's copy wins, the operator's is the second
@@ -833,4 +837,29 @@ fn images_the_operator_named_in_the_core_settings_are_indexed_behind_the_path() 
     let again = operator_images(&format!("{root}/ext/postgis/share"), "", "/none/");
     let path = SearchPath::parse(&format!("{root}/ext")).with_operator_images(again);
     assert_eq!(Index::build(&path, &t.system()).images.len(), 1);
+}
+
+#[test]
+fn an_operator_s_image_listed_before_system_wins_where_our_catalog_serves_nothing() {
+    use esp_resolver::path::operator_images;
+    let t = Tree::new();
+    // plpgsql in $system, and in an image the operator lists before $system / $libdir
+    t.cnpg("mnt", "x", &["plpgsql"]);
+    t.file("mnt/x/lib/plpgsql.so", "ELF");
+    t.cnpg("ext", "mine", &["mine"]);
+    let root = t.tmp.path().display().to_string();
+    let build = |control: &str, library: &str| {
+        let operator = operator_images(control, library, "/none/");
+        Index::build(&SearchPath::parse(&format!("$system:{root}/ext")).with_operator_images(operator), &t.system())
+    };
+    let before = build(&format!("{root}/mnt/x/share:$system"), &format!("{root}/mnt/x/lib:$libdir"));
+    assert_eq!(before.resolve("plpgsql").unwrap().dir, t.p("mnt/x"), "PostgreSQL finds the operator's first");
+    assert_eq!(before.find_library("plpgsql").unwrap().path, t.p("mnt/x/lib/plpgsql.so"));
+    let after = build(&format!("$system:{root}/mnt/x/share"), &format!("$libdir:{root}/mnt/x/lib"));
+    assert_eq!(after.resolve("plpgsql").unwrap().layout, Layout::System);
+    assert_eq!(after.find_library("plpgsql").unwrap().path, t.p("system/lib/plpgsql.so"));
+    // what a prefix of ours serves stays first whatever the operator wrote (the catalog is first)
+    t.cnpg("mnt", "y", &["mine"]);
+    let ours = build(&format!("{root}/mnt/y/share:$system"), "");
+    assert_eq!(ours.resolve("mine").unwrap().dir, t.p("ext/mine"));
 }

@@ -324,6 +324,8 @@ fn images_declare_themselves_in_meta_json_and_check_says_what_follows() {
     t.file("ext/mac/lib/mac.so", "ELF");
     t.file("ext/mac/META.json", &meta_json("mac", &[("mac", "server")], None, &["darwin-arm64"]));
     t.file("ext/broken/META.json", r#"{"name": "broken"}"#);
+    // a file pgxn_meta's validator panics on: invalid, never a failure
+    t.file("ext/euro/META.json", r#"{"name": "p", "version": "1.0.0", "meta-spec": {"version": "€"}}"#);
     t.file("ext/nofile/META.json", &meta_json("nofile", &[("gone", "server")], None, &[]));
     // a second image declaring the same module, and one listed in shared_preload_libraries
     t.file("ext/zz/lib/pg_stat_statements.so", "ELF");
@@ -331,7 +333,8 @@ fn images_declare_themselves_in_meta_json_and_check_says_what_follows() {
     t.file("ext/zz/META.json", &meta_json("zz", &[("pg_stat_statements", "server"), ("listed", "server")], None, &[]));
     let index = t.index("$system:@/ext");
     let metas = metas(&index);
-    assert_eq!(metas.len(), 6);
+    assert_eq!(metas.len(), 7);
+    assert!(metas.iter().any(|(dir, m)| dir.ends_with("euro") && m.declared.is_err()));
     let server = ThisServer { version_num: 180006, os: "linux", arch: &["amd64", "x86_64"] };
     let listed = vec![("shared_preload_libraries", vec!["extension_search_path".to_string(), "listed".to_string()])];
     let policy = TrustPolicy::for_this_process(false);
@@ -420,6 +423,15 @@ fn a_package_s_alias_control_file_is_a_notice_not_an_error() {
     assert!(message.starts_with("postgis-3 has a control file but no scripts: PostgreSQL lists it"), "{message}");
     assert_eq!(of("half").unwrap().0, Severity::Error);
     assert_eq!(of("postgis"), None);
+    // no scripts and no sibling it is an alias of: an extension that cannot be installed
+    t.file("ext/postgis/share/extension/lonely-2.control", "default_version = '1.0'\n");
+    t.file("ext/postgis/share/extension/broken.control", "default_version = '1.0'\n");
+    let index = t.index("@/ext");
+    let findings = check(&index, &[], &Declarations::none(180006), &TrustPolicy::for_this_process(false));
+    for name in ["lonely-2", "broken"] {
+        let finding = findings.iter().find(|f| f.extension.as_deref() == Some(name)).unwrap();
+        assert_eq!(finding.severity, Severity::Error, "{name}: {}", finding.message);
+    }
 }
 
 #[test]

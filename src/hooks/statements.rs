@@ -1,12 +1,26 @@
 //! post_parse_analyze_hook, installed only when `extension_search_path.preload_declared` is on
-//! and an image declares a module for every session: loads them before a session's first
-//! statement (PostgreSQL offers no hook at `session_preload_libraries`' own moment, and the
-//! authentication hook comes before the role's login rights are checked).
+//! and an image declares a module for every session: loads them before a client session's first
+//! statement is analysed further. PostgreSQL offers no hook at `session_preload_libraries`' own
+//! moment, and the authentication hook comes before the role's login rights are checked; here
+//! the role is connected, as for any statement.
+//!
+//! The modules are loaded with PostgreSQL's own `load_file`, called from this hook's plain
+//! outer frame (see [`super`]): an ERROR one raises reaches the client untouched and aborts the
+//! statement's transaction (its locks released, a cancel honoured), as a failed `LOAD` would.
+//! What could be checked before any of their code runs was checked by the postmaster
+//! (`crate::preload`).
 
+use std::ffi::c_char;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
+
+unsafe extern "C-unwind" {
+    /// PostgreSQL's `load_file` (`fmgr.h`), declared here to be called without pgrx's FFI
+    /// guard, which would turn an ERROR into a Rust panic and back (losing its fields).
+    #[link_name = "load_file"]
+    fn postgres_load_file(filename: *const c_char, restricted: bool);
+}
 
 static mut PREV_POST_PARSE_ANALYZE: pg_sys::post_parse_analyze_hook_type = None;
 
@@ -28,12 +42,27 @@ unsafe extern "C-unwind" fn post_parse_analyze(
     query: *mut pg_sys::Query,
     jstate: *mut pg_sys::JumbleState,
 ) {
-    if !DONE.swap(true, Ordering::Relaxed) {
-        // SAFETY: a plain global of the main thread. Only client sessions load them, as
-        // PostgreSQL loads session_preload_libraries (not background workers, not walsenders).
-        if unsafe { pg_sys::MyBackendType } == pg_sys::BackendType::B_BACKEND && unsafe { !pg_sys::am_walsender } {
-            // SAFETY: guarded: it returns, or raises an ERROR through PostgreSQL.
-            unsafe { load_session_modules() };
+    // SAFETY: plain globals of the main thread. Only client sessions load them, as PostgreSQL
+    // loads session_preload_libraries (not background workers, not walsenders).
+    let client = unsafe { pg_sys::MyBackendType == pg_sys::BackendType::B_BACKEND && !pg_sys::am_walsender };
+    if client && !DONE.swap(true, Ordering::Relaxed) {
+        let files = crate::preload::session_files();
+        // (a slice iterator: nothing to drop if an ERROR jumps over it)
+        for file in files {
+            // SAFETY: a NUL-terminated path of the postmaster's list (never freed); an ERROR
+            // siglongjmps over this frame, which owns nothing to drop and is in no catch_unwind.
+            unsafe { postgres_load_file(file.as_ptr(), false) };
+        }
+        // A module that installed a post_parse_analyze_hook of its own sees this statement
+        // too: its hook calls ours (now done) and so the rest of the chain.
+        // SAFETY: a plain global of the main thread.
+        let current = unsafe { pg_sys::post_parse_analyze_hook };
+        if let Some(theirs) =
+            current.filter(|h| !std::ptr::fn_addr_eq(*h, post_parse_analyze as unsafe extern "C-unwind" fn(_, _, _)))
+        {
+            // SAFETY: the hook PostgreSQL would call, with PostgreSQL's arguments.
+            unsafe { theirs(pstate, query, jstate) };
+            return;
         }
     }
     // SAFETY: PREV_POST_PARSE_ANALYZE is written once, in init; the arguments are PostgreSQL's.
@@ -43,10 +72,4 @@ unsafe extern "C-unwind" fn post_parse_analyze(
             previous(pstate, query, jstate);
         }
     }
-}
-
-#[pg_guard]
-#[inline(never)]
-unsafe extern "C-unwind" fn load_session_modules() {
-    crate::preload::at_session_start();
 }

@@ -82,7 +82,7 @@ impl Findings {
             Err(why) => return self.unusable(copy, &why, policy),
         };
         let versions = Versions::scan(&copy.name, &scripts);
-        if versions.installable.is_empty() && versions.updates.is_empty() {
+        if versions.installable.is_empty() && versions.updates.is_empty() && is_a_package_alias(copy) {
             // Listed by PostgreSQL too (pg_available_extensions reads control files only), as
             // from a stock package: Debian's postgis-3.control beside postgis.control.
             return self.add(
@@ -312,6 +312,14 @@ impl Findings {
             }
         }
     }
+}
+
+/// Whether `copy` looks like a package's alias control file: `<name>-<major>.control` beside
+/// `<name>.control` (Debian's `postgis-3.control` beside `postgis.control`).
+fn is_a_package_alias(copy: &ExtensionCopy) -> bool {
+    let Some((base, major)) = copy.name.rsplit_once('-') else { return false };
+    let major_only = !major.is_empty() && major.bytes().all(|b| b.is_ascii_digit());
+    major_only && copy.control_file.with_file_name(format!("{base}.control")).is_file()
 }
 
 /// What to do about an untrusted file, with trust enforced or not.
