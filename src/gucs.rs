@@ -60,8 +60,9 @@ pub fn init() {
             c"extension_search_path.preload_declared",
             c"Load the modules the images' META.json files declare for preloading.",
             c"\"preload\": \"server\" modules are loaded at server start, right after extension_search_path; \
-              \"session\" modules in every session before its first statement. One that fails is logged and \
-              skipped. See extension_search_path.declared_preloads().",
+              \"session\" modules in every session before its first statement. One that cannot be loaded is \
+              logged and skipped; an error in its own initialisation is not. See \
+              extension_search_path.declared_preloads().",
             &PRELOAD_DECLARED,
             GucContext::Postmaster,
             GucFlags::SUPERUSER_ONLY,

@@ -68,10 +68,11 @@ fn report(name: &str, refusal: &LibraryRefusal, level: PgLogLevel) {
     }
 }
 
-/// Makes the module at `name` loadable (its bundled libraries loaded first), as for
-/// `LOAD`; why not, in words.
-pub fn make_loadable_or_why(name: &str) -> Result<(), String> {
-    try_make_loadable(name, Loader::File).map_err(|refusal| refusal.to_string())
+/// Makes the module at `file` loadable (its bundled libraries loaded first), as for `LOAD`,
+/// strictly — also in an operator's image, where PostgreSQL's own loads are only helped: for a
+/// module we choose to load ourselves (a declared preload). Why not, in words.
+pub fn make_loadable_strictly(file: &str) -> Result<(), String> {
+    load_dependencies(file, Loader::File, false).map_err(|refusal| refusal.to_string())
 }
 
 /// Whether the shared object at `file` is loaded in this process.
@@ -96,7 +97,7 @@ fn try_make_loadable(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
     if let Some(outcome) = remembered(name, loader) {
         return outcome;
     }
-    let outcome = load_dependencies(name, loader);
+    let outcome = load_dependencies(name, loader, true);
     // A refusal is remembered only by the backend that met it (never by the postmaster, whose
     // memory every backend inherits): a new session tries again, e.g. once the missing library
     // is installed or a file's mode fixed.
@@ -107,7 +108,9 @@ fn try_make_loadable(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
     outcome
 }
 
-fn load_dependencies(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
+/// `lenient`: for a file in an operator's image (which PostgreSQL would load without us), help
+/// only — never refuse.
+fn load_dependencies(name: &str, loader: Loader, lenient: bool) -> Result<(), LibraryRefusal> {
     let locations = crate::locations::locations();
     let dynamic_library_path = crate::gucs::current(c"dynamic_library_path");
     // Through the catalog (the usual way) no index is needed: one is built (once per backend)
@@ -122,7 +125,7 @@ fn load_dependencies(name: &str, loader: Loader) -> Result<(), LibraryRefusal> {
     let others = || session_index().image_library_dirs();
     // A file reached through the operator's own elements, which PostgreSQL would load without
     // us: we only help (its bundled libraries, when they can be loaded), never refuse.
-    let operators = path.prefix_holding(&real).is_none();
+    let operators = lenient && path.prefix_holding(&real).is_none();
     let planned = plan_loading(&real, &path, others, &policy, system_dirs(), loaded_sonames());
     let plan = match planned {
         Ok(plan) => plan,

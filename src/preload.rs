@@ -19,6 +19,7 @@
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use esp_resolver::Index;
@@ -33,8 +34,14 @@ use pgrx::prelude::*;
 /// What the postmaster decided and did at start (inherited by every backend).
 static OUTCOMES: Mutex<Vec<DeclaredPreload>> = Mutex::new(Vec::new());
 
-/// The files of the `session` modules each client session loads (set in the postmaster).
-static SESSION_FILES: OnceLock<Vec<CString>> = OnceLock::new();
+/// The files of the `session` modules each client session loads, with their places in
+/// [`OUTCOMES`] (set in the postmaster).
+static SESSION_FILES: OnceLock<(Vec<CString>, Vec<usize>)> = OnceLock::new();
+
+/// In a session: the session module being loaded, while it is (`usize::MAX` otherwise). Still
+/// set afterwards, it names the one whose ERROR ended the loading (the later ones were not
+/// loaded in this session).
+static LOADING: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// The preload lists PostgreSQL loads itself, split as it splits them.
 fn listed() -> Vec<(&'static str, Vec<String>)> {
@@ -69,36 +76,48 @@ pub fn at_server_start() -> bool {
     let index = crate::loading::session_index();
     let (_, mut preloads) = decide(&index);
     drop(index);
-    let mut session_files = Vec::new();
-    for preload in preloads.iter_mut().filter(|p| p.decision == Decision::Load) {
+    let (mut session_files, mut places) = (Vec::new(), Vec::new());
+    for (place, preload) in preloads.iter_mut().enumerate() {
+        if matches!(preload.decision, Decision::Unloadable(_) | Decision::NotTrusted(_) | Decision::NoFile) {
+            // what the image declares and this server will not load: said in the log
+            let why = preload.decision.reason().unwrap_or_default();
+            warn(preload, &why);
+        }
+        if preload.decision != Decision::Load {
+            continue;
+        }
         let Some(file) = preload.file.clone() else { continue };
-        if let Err(why) = prepare(&file) {
+        // (the core made sure it is UTF-8 and a module for this server)
+        if let Err(why) = crate::loading::make_loadable_strictly(&file.to_string_lossy()) {
             skip(preload, why);
             continue;
         }
         match preload.preload {
             Preload::Server => load_in_postmaster(preload, &file),
             Preload::Session => match CString::new(file.as_os_str().as_encoded_bytes()) {
-                Ok(name) => session_files.push(name),
+                Ok(name) => {
+                    session_files.push(name);
+                    places.push(place);
+                }
                 Err(_) => skip(preload, "the path holds a NUL byte".into()),
             },
         }
     }
     let sessions = !session_files.is_empty();
-    let _ = SESSION_FILES.set(session_files);
+    let _ = SESSION_FILES.set((session_files, places));
     *OUTCOMES.lock().unwrap_or_else(|e| e.into_inner()) = preloads;
     sessions
-}
-
-/// What is checked before any code of the module runs; its bundled libraries loaded.
-fn prepare(file: &Path) -> Result<(), String> {
-    esp_resolver::meta::preflight(file, pg_sys::PG_VERSION_NUM / 10000)?;
-    crate::loading::make_loadable_or_why(&file.to_string_lossy())
 }
 
 /// A declared module not loaded: logged (the postmaster's messages go to the server log only)
 /// and recorded.
 fn skip(preload: &mut DeclaredPreload, why: String) {
+    warn(preload, &why);
+    preload.decision = Decision::Failed(why);
+}
+
+/// Says in the server log that a declared module is not loaded, and why.
+fn warn(preload: &DeclaredPreload, why: &str) {
     let report = pgrx::pg_sys::panic::ErrorReport::new(
         PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         format!(
@@ -111,7 +130,6 @@ fn skip(preload: &mut DeclaredPreload, why: String) {
     )
     .set_hint("See extension_search_path.declared_preloads() and check(); the server goes on without it.");
     crate::messages::emit(PgLogLevel::WARNING, report);
-    preload.decision = Decision::Failed(why);
 }
 
 /// `load_file` in the postmaster. An ERROR raised before the module's code ran (the file could
@@ -139,7 +157,13 @@ fn load_in_postmaster(preload: &mut DeclaredPreload, file: &Path) {
     })
     .execute();
     let Some(why) = failed else { return };
-    if !crate::loading::is_loaded(file) {
+    // PostgreSQL's own refusals name the file and come before the module's code runs (it
+    // closes the library again, unless the dynamic loader cannot unmap it)
+    let quoted = format!("\"{}\"", file.display());
+    let refused = ["could not access file ", "could not load library ", "incompatible library "]
+        .iter()
+        .any(|start| why.starts_with(&format!("{start}{quoted}")));
+    if refused || !crate::loading::is_loaded(file) {
         return skip(preload, why);
     }
     pgrx::pg_sys::panic::ErrorReport::new(
@@ -160,7 +184,12 @@ fn load_in_postmaster(preload: &mut DeclaredPreload, file: &Path) {
 
 /// The files of the declared `session` modules, for each client session to load.
 pub fn session_files() -> &'static [CString] {
-    SESSION_FILES.get().map_or(&[], Vec::as_slice)
+    SESSION_FILES.get().map_or(&[], |(files, _)| files.as_slice())
+}
+
+/// The session module `i` (of [`session_files`]) is being loaded; `None`: all were.
+pub fn loading(i: Option<usize>) {
+    LOADING.store(i.unwrap_or(usize::MAX), Ordering::Relaxed);
 }
 
 /// What the images declare, for `check()`: as decided and done at start when the setting is
@@ -169,17 +198,40 @@ pub fn declarations(index: &Index) -> Declarations {
     let (metas, decided) = decide(index);
     let acted_on = crate::gucs::preload_declared();
     let preloads = if acted_on { OUTCOMES.lock().unwrap_or_else(|e| e.into_inner()).clone() } else { decided };
-    Declarations { server: this_server(), metas, preloads, acted_on }
+    let mut declarations = Declarations { server: this_server(), metas, preloads, acted_on };
+    session_failures(&mut declarations);
+    declarations
 }
 
-/// One row per declared module, with whether this process has the image's file loaded.
+/// One row per declared module, with whether this process has the image's file loaded (a
+/// session module whose loading failed in this session is not, whatever is mapped).
 pub fn rows(index: &Index) -> Vec<(DeclaredPreload, bool)> {
     declarations(index)
         .preloads
         .into_iter()
         .map(|p| {
-            let loaded = p.file.as_deref().is_some_and(crate::loading::is_loaded);
+            let loaded =
+                !matches!(p.decision, Decision::Failed(_)) && p.file.as_deref().is_some_and(crate::loading::is_loaded);
             (p, loaded)
         })
         .collect()
+}
+
+/// Marks the session module whose ERROR ended this session's loading, and those after it.
+fn session_failures(declarations: &mut Declarations) {
+    let failed_at = LOADING.load(Ordering::Relaxed);
+    let Some((_, places)) = SESSION_FILES.get() else { return };
+    if !declarations.acted_on || failed_at >= places.len() {
+        return;
+    }
+    for (i, place) in places.iter().enumerate().skip(failed_at) {
+        let why = if i == failed_at {
+            "its load raised an ERROR in this session (the session's first statement reported it)"
+        } else {
+            "not loaded in this session: an earlier declared session module failed"
+        };
+        if let Some(preload) = declarations.preloads.get_mut(*place) {
+            preload.decision = Decision::Failed(why.into());
+        }
+    }
 }

@@ -206,7 +206,10 @@ fn a_declared_module_also_listed_is_loaded_once_and_a_broken_one_never_keeps_the
     );
     let lines: Vec<&str> = rows.lines().collect();
     assert_eq!(lines[0], "auto_explain:true:-", "{rows}");
-    assert!(lines[1].starts_with("broken:false:loading it failed: "), "{rows}");
+    assert!(
+        lines[1].starts_with("broken:false:it cannot be loaded: ") && lines[1].contains("not a valid ELF"),
+        "{rows}"
+    );
     assert!(
         lines[2].starts_with("old:false:the image is not for this server: it declares PostgreSQL \"< 17\""),
         "{rows}"
@@ -223,7 +226,8 @@ fn a_declared_module_also_listed_is_loaded_once_and_a_broken_one_never_keeps_the
         s.log()
     );
     let findings = s.sql("SELECT severity || ': ' || message FROM extension_search_path.check() ORDER BY 1");
-    assert!(findings.contains("warning: module \"broken\" is declared for preloading (server) by the image's META.json, but is not loaded: loading it failed"), "{findings}");
+    assert!(findings.contains("warning: module \"unresolved\" is declared for preloading (server) by the image's META.json, but is not loaded: loading it failed: could not load library"), "{findings}");
+    assert!(findings.contains("warning: module \"broken\" is declared for preloading (server) by the image's META.json, but is not loaded: it cannot be loaded"), "{findings}");
     assert!(
         findings
             .contains("error: the image is not for this server: it declares PostgreSQL \"< 17\"; this server is 18."),
@@ -300,15 +304,24 @@ fn a_session_module_sees_the_first_statement_and_its_error_reaches_the_client_un
     s.start();
     s.sql("SELECT 'first statement'");
     assert!(s.log().contains("ppalog saw: SELECT 'first statement'"), "{}", s.log());
+    s.sql("CREATE EXTENSION extension_search_path");
     s.stop();
 
     // a session module whose _PG_init raises an ERROR: the first statement gets it exactly as
     // PostgreSQL raised it (SQLSTATE, detail, hint); the session goes on
     c_image(&prefix, "sessfail", &hook_module("sessfail", true), "session");
     s.start();
-    let out = s.psql_script("\\set VERBOSITY verbose\nSELECT 1 AS first;\nSELECT 2 AS second;\n");
+    let out = s.psql_script(
+        "\\set VERBOSITY verbose\nSELECT 1 AS first;\nSELECT 2 AS second;\n\\pset format unaligned\n\
+         SELECT module || ':' || loaded || ':' || coalesce(reason, '-') FROM extension_search_path.declared_preloads() ORDER BY 1;\n",
+    );
     assert!(out.contains("ERROR:  F0000: sessfail refuses\nDETAIL:  a detail\nHINT:  a hint\n"), "{out}");
     assert!(out.contains("second \n--------\n      2"), "{out}");
+    // what the session has: ppalog (loaded first), not sessfail
+    assert!(
+        out.contains("ppalog:true:-\nsessfail:false:loading it failed: its load raised an ERROR in this session"),
+        "{out}"
+    );
     s.assert_no_crash();
 }
 
@@ -361,5 +374,25 @@ fn an_operator_s_untrusted_image_is_loaded_as_postgres_would_but_never_preloaded
     let row = s.sql("SELECT loaded || ':' || reason FROM extension_search_path.declared_preloads()");
     assert!(row.starts_with("false:not trusted: ") && row.contains("writable by group or others"), "{row}");
     assert!(!s.log().contains("hello.so"), "{}", s.log());
+    s.assert_no_crash();
+}
+
+#[test]
+fn a_hook_preloaded_after_us_sees_a_session_s_first_statement_once() {
+    let dir = tempdir();
+    let prefix = dir.path().join("extensions");
+    // ppalog, listed in shared_preload_libraries after us, wraps our post_parse_analyze_hook;
+    // quiet, a declared session module with no hook of its own
+    cc(&prefix.join("ppalog/lib/ppalog.so"), &hook_module("ppalog", false), &[]);
+    esp_e2e::run_chmod_readable(&prefix);
+    c_image(&prefix, "quiet", &pg_module_source("quiet_value", "", "1"), "session");
+    let mut s = Server::new(&[
+        "shared_preload_libraries = 'extension_search_path, ppalog'",
+        &format!("extension_search_path.path = '$system:{}'", prefix.display()),
+        "extension_search_path.preload_declared = on",
+    ]);
+    s.start();
+    s.sql("SELECT 'the first statement'");
+    assert_eq!(s.log().matches("ppalog saw: SELECT 'the first statement'").count(), 1, "{}", s.log());
     s.assert_no_crash();
 }

@@ -274,6 +274,9 @@ pub enum Decision {
     NotTrusted(String),
     /// The image's `META.json` excludes this server.
     Excluded(String),
+    /// It cannot be loaded, as its file shows (not a module for this server): found out
+    /// without loading it.
+    Unloadable(String),
     /// Loading it was tried and failed (set by the shell, which loads).
     Failed(String),
 }
@@ -289,6 +292,7 @@ impl Decision {
             Decision::Duplicate(image) => format!("already declared by \"{}\"", image.display()),
             Decision::NotTrusted(why) => format!("not trusted: {why}"),
             Decision::Excluded(why) => format!("the image is not for this server: {why}"),
+            Decision::Unloadable(why) => format!("it cannot be loaded: {why}"),
             Decision::Failed(why) => format!("loading it failed: {why}"),
         })
     }
@@ -320,7 +324,8 @@ pub fn declared_preloads(
                 .iter()
                 .find(|l| l.dir == *image && names.iter().any(|n| l.file_name == n.as_str()))
                 .map(|l| l.path.clone());
-            let decision = decide(index, &library, file.as_deref(), &excluded, listed, &out, policy);
+            let ctx = Context { index, listed, policy, server_major: server.version_num / 10000 };
+            let decision = decide(&ctx, &library, file.as_deref(), &excluded, &out);
             out.push(DeclaredPreload {
                 image: image.clone(),
                 module: module.name.clone(),
@@ -334,15 +339,22 @@ pub fn declared_preloads(
     out
 }
 
+/// What a decision is taken against.
+struct Context<'a> {
+    index: &'a Index,
+    listed: &'a [(&'static str, Vec<String>)],
+    policy: &'a TrustPolicy,
+    server_major: u32,
+}
+
 fn decide(
-    index: &Index,
+    ctx: &Context,
     library: &str,
     file: Option<&Path>,
     excluded: &[String],
-    listed: &[(&'static str, Vec<String>)],
     earlier: &[DeclaredPreload],
-    policy: &TrustPolicy,
 ) -> Decision {
+    let Context { index, listed, policy, server_major } = *ctx;
     if !excluded.is_empty() {
         return Decision::Excluded(excluded.join("; "));
     }
@@ -368,12 +380,21 @@ fn decide(
         }
         None => return Decision::NotTrusted("not a library of an image along the path".into()),
     }
-    Decision::Load
+    if real.to_str().is_none() {
+        return Decision::Unloadable("its path is not UTF-8".into());
+    }
+    match preflight(&real, server_major) {
+        Ok(()) => Decision::Load,
+        Err(why) => Decision::Unloadable(why),
+    }
 }
 
 /// What PostgreSQL checks of a module before it runs any of its code (`internal_load_library`:
 /// a shared object for this machine, with a magic block of this major version), read from the
-/// file without loading it: a declared module that fails here is skipped, never loaded.
+/// file without loading it: a declared module that fails here is skipped, never loaded. A
+/// magic block our reader does not recognise (built with non-default `FUNC_MAX_ARGS`,
+/// `INDEX_MAX_KEYS`, `NAMEDATALEN`) is refused too: better not preloaded than refused by
+/// PostgreSQL after the dynamic loader ran its constructors.
 pub fn preflight(file: &Path, server_major: u32) -> Result<(), String> {
     let info = crate::elf::read_elf(file).map_err(|e| e.to_string())?;
     if info.machine != crate::elf::HOST_MACHINE {
@@ -383,10 +404,9 @@ pub fn preflight(file: &Path, server_major: u32) -> Result<(), String> {
         return Err("not a PostgreSQL module (no magic block)".into());
     }
     match info.pg_major {
-        Some(major) if major != server_major => {
-            Err(format!("built for PostgreSQL {major}, this server is {server_major}"))
-        }
-        _ => Ok(()),
+        Some(major) if major == server_major => Ok(()),
+        Some(major) => Err(format!("built for PostgreSQL {major}, this server is {server_major}")),
+        None => Err("its magic block is not one this server accepts".into()),
     }
 }
 

@@ -303,12 +303,17 @@ fn meta_json(name: &str, modules: &[(&str, &str)], postgres: Option<&str>, platf
     )
 }
 
+/// A PostgreSQL 18 module: a magic block (default ABI values) and nothing else.
+const PG18_MODULE: &str = "struct m { int len; int v, a, b, c, d; char x[32]; const char *n, *ver; };\n\
+    static const struct m data = { sizeof(struct m), 1800, 100, 32, 64, 1, \"PostgreSQL\", 0, 0 };\n\
+    const struct m *Pg_magic_func(void) { return &data; }";
+
 #[test]
 fn images_declare_themselves_in_meta_json_and_check_says_what_follows() {
     let t = T(tempfile::tempdir().unwrap());
     // an image declaring one module for server start and one per session
-    t.file("ext/stats/lib/pg_stat_statements.so", "ELF");
-    t.file("ext/stats/lib/auto_explain.so", "ELF");
+    t.cc("ext/stats/lib/pg_stat_statements.so", PG18_MODULE, &[]);
+    t.cc("ext/stats/lib/auto_explain.so", PG18_MODULE, &[]);
     t.file(
         "ext/stats/META.json",
         &meta_json(
@@ -330,7 +335,12 @@ fn images_declare_themselves_in_meta_json_and_check_says_what_follows() {
     // a second image declaring the same module, and one listed in shared_preload_libraries
     t.file("ext/zz/lib/pg_stat_statements.so", "ELF");
     t.file("ext/zz/lib/listed.so", "ELF");
-    t.file("ext/zz/META.json", &meta_json("zz", &[("pg_stat_statements", "server"), ("listed", "server")], None, &[]));
+    // one that is no module at all: refused before anything would load it
+    t.file("ext/zz/lib/notelf.so", "not an ELF file");
+    t.file(
+        "ext/zz/META.json",
+        &meta_json("zz", &[("pg_stat_statements", "server"), ("listed", "server"), ("notelf", "session")], None, &[]),
+    );
     let index = t.index("$system:@/ext");
     let metas = metas(&index);
     assert_eq!(metas.len(), 7);
@@ -355,8 +365,14 @@ fn images_declare_themselves_in_meta_json_and_check_says_what_follows() {
             ("auto_explain".to_string(), Preload::Session, Decision::Load),
             ("pg_stat_statements".to_string(), Preload::Server, Decision::Load),
             ("listed".to_string(), Preload::Server, Decision::Listed("shared_preload_libraries")),
+            ("notelf".to_string(), Preload::Session, got[6].2.clone()),
             ("pg_stat_statements".to_string(), Preload::Server, Decision::Duplicate(t.p("ext/stats"))),
         ]
+    );
+    assert!(
+        matches!(&got[6].2, Decision::Unloadable(why) if why.contains("not a valid ELF shared object")),
+        "{:?}",
+        got[6]
     );
     assert!(
         matches!(&got[2].2, Decision::Excluded(why) if why.contains(">= 13, < 17") && why.contains("18.6")),

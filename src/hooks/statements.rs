@@ -42,24 +42,33 @@ unsafe extern "C-unwind" fn post_parse_analyze(
     query: *mut pg_sys::Query,
     jstate: *mut pg_sys::JumbleState,
 ) {
-    // SAFETY: plain globals of the main thread. Only client sessions load them, as PostgreSQL
-    // loads session_preload_libraries (not background workers, not walsenders).
-    let client = unsafe { pg_sys::MyBackendType == pg_sys::BackendType::B_BACKEND && !pg_sys::am_walsender };
-    if client && !DONE.swap(true, Ordering::Relaxed) {
-        let files = crate::preload::session_files();
+    // SAFETY: plain globals of the main thread. Only sessions load them, as PostgreSQL loads
+    // session_preload_libraries: client sessions and single-user mode (not background workers,
+    // not walsenders).
+    let session = unsafe {
+        let kind = pg_sys::MyBackendType;
+        (kind == pg_sys::BackendType::B_BACKEND && !pg_sys::am_walsender)
+            || kind == pg_sys::BackendType::B_STANDALONE_BACKEND
+    };
+    if session && !DONE.swap(true, Ordering::Relaxed) {
+        let ours = post_parse_analyze as unsafe extern "C-unwind" fn(_, _, _);
+        // SAFETY: a plain global of the main thread.
+        let outermost = unsafe { pg_sys::post_parse_analyze_hook }.is_some_and(|h| std::ptr::fn_addr_eq(h, ours));
         // (a slice iterator: nothing to drop if an ERROR jumps over it)
-        for file in files {
+        for (i, file) in crate::preload::session_files().iter().enumerate() {
+            crate::preload::loading(Some(i));
             // SAFETY: a NUL-terminated path of the postmaster's list (never freed); an ERROR
             // siglongjmps over this frame, which owns nothing to drop and is in no catch_unwind.
             unsafe { postgres_load_file(file.as_ptr(), false) };
         }
-        // A module that installed a post_parse_analyze_hook of its own sees this statement
-        // too: its hook calls ours (now done) and so the rest of the chain.
+        crate::preload::loading(None);
+        // A module that installed a post_parse_analyze_hook of its own sees this statement too
+        // when ours was the one PostgreSQL called: its hook calls ours (now done) and so the
+        // rest of the chain. (When a module preloaded after us wraps ours, PostgreSQL called
+        // that chain already: the new hook sees the session's statements from the second on.)
         // SAFETY: a plain global of the main thread.
         let current = unsafe { pg_sys::post_parse_analyze_hook };
-        if let Some(theirs) =
-            current.filter(|h| !std::ptr::fn_addr_eq(*h, post_parse_analyze as unsafe extern "C-unwind" fn(_, _, _)))
-        {
+        if let Some(theirs) = current.filter(|h| outermost && !std::ptr::fn_addr_eq(*h, ours)) {
             // SAFETY: the hook PostgreSQL would call, with PostgreSQL's arguments.
             unsafe { theirs(pstate, query, jstate) };
             return;
