@@ -45,14 +45,13 @@ static LOADING: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// The preload lists PostgreSQL loads itself, split as it splits them.
 fn listed() -> Vec<(&'static str, Vec<String>)> {
-    [
-        (c"shared_preload_libraries", "shared_preload_libraries"),
-        (c"session_preload_libraries", "session_preload_libraries"),
-        (c"local_preload_libraries", "local_preload_libraries"),
-    ]
-    .into_iter()
-    .map(|(name, setting)| (setting, split_library_list(&crate::gucs::current(name)).unwrap_or_default()))
-    .collect()
+    [c"shared_preload_libraries", c"session_preload_libraries", c"local_preload_libraries"]
+        .into_iter()
+        .map(|name| {
+            let setting = name.to_str().expect("ASCII names");
+            (setting, split_library_list(&crate::gucs::current(name)).unwrap_or_default())
+        })
+        .collect()
 }
 
 fn this_server() -> ThisServer {
@@ -195,9 +194,12 @@ pub fn loading(i: Option<usize>) {
 /// What the images declare, for `check()`: as decided and done at start when the setting is
 /// on, else decided now for `index` (nothing loaded).
 pub fn declarations(index: &Index) -> Declarations {
-    let (metas, decided) = decide(index);
     let acted_on = crate::gucs::preload_declared();
-    let preloads = if acted_on { OUTCOMES.lock().unwrap_or_else(|e| e.into_inner()).clone() } else { decided };
+    let (metas, preloads) = if acted_on {
+        (metas(index), OUTCOMES.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    } else {
+        decide(index)
+    };
     let mut declarations = Declarations { server: this_server(), metas, preloads, acted_on };
     session_failures(&mut declarations);
     declarations

@@ -170,10 +170,10 @@ struct Cached {
 impl Cached {
     /// Its index, if it is of `value` under the trust setting `enforce` (with the operator's
     /// images of the core settings as they are now) and still current.
-    fn serving(&self, value: &str, enforce: bool) -> Option<Arc<Index>> {
+    /// (`path` is [`search_path`] of `value`, computed once by the caller.)
+    fn serving(&self, value: &str, path: &SearchPath, enforce: bool) -> Option<Arc<Index>> {
         let same = self.value == value && self.enforce == enforce;
-        (same && self.index.path.elements == search_path(value).elements && self.index.is_current())
-            .then(|| self.index.clone())
+        (same && self.index.path.elements == path.elements && self.index.is_current()).then(|| self.index.clone())
     }
 }
 
@@ -193,14 +193,15 @@ pub fn search_path(value: &str) -> SearchPath {
 /// synced: for reading) and kept for the next reader in this backend.
 pub fn index_for(value: &str) -> Arc<Index> {
     let enforce = crate::gucs::trust_policy().enforce;
-    if let Some(index) = cached(value, enforce) {
+    let path = search_path(value);
+    if let Some(index) = cached(value, &path, enforce) {
         return index;
     }
     let mut read = READ.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(index) = read.as_ref().and_then(|c| c.serving(value, enforce)) {
+    if let Some(index) = read.as_ref().and_then(|c| c.serving(value, &path, enforce)) {
         return index;
     }
-    let index = Arc::new(Index::build(&search_path(value), &locations().system));
+    let index = Arc::new(Index::build(&path, &locations().system));
     // SAFETY: a plain global, false only in the postmaster (which keeps no index).
     if unsafe { pg_sys::IsUnderPostmaster } {
         *read = Some(Cached { value: value.to_string(), enforce, index: index.clone() });
@@ -212,9 +213,9 @@ pub fn index_for(value: &str) -> Arc<Index> {
 /// images): never taken for a synced catalog's, so a refresh still syncs what it must.
 static READ: Mutex<Option<Cached>> = Mutex::new(None);
 
-fn cached(value: &str, enforce: bool) -> Option<Arc<Index>> {
+fn cached(value: &str, path: &SearchPath, enforce: bool) -> Option<Arc<Index>> {
     let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    cache.as_ref().and_then(|c| c.serving(value, enforce))
+    cache.as_ref().and_then(|c| c.serving(value, path, enforce))
 }
 
 /// The catalog, path value, trust setting and prefixes' fingerprint this backend last found the
@@ -261,9 +262,10 @@ fn refresh_with(
 ) -> Option<Arc<Index>> {
     #[cfg(feature = "pg_test")]
     crate::tests::inject_panic(value);
+    let path = search_path(value);
     // (the catalog must still be there: a session catalog nobody held may have been collected)
     if how == Refresh::IfChanged
-        && let Some(index) = cached(value, policy.enforce)
+        && let Some(index) = cached(value, &path, policy.enforce)
         && catalog.current().is_some()
     {
         return Some(index);
@@ -280,7 +282,6 @@ fn refresh_with(
     let still_wanted = || !server || server_settings() == (policy.enforce, value.to_string());
     // What this process found the catalog serving last: the prefixes as they are now means
     // nothing to do (one stat per prefix, no lock, no scan).
-    let path = search_path(value);
     let fingerprint = esp_resolver::index::fingerprint(&path, &locations().system);
     let seen = (catalog.root().to_path_buf(), value.to_string(), policy.enforce, fingerprint);
     let verified = || VERIFIED.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&seen);
@@ -304,7 +305,7 @@ fn refresh_with(
         // backend has seen the catalog serve the prefixes as they are, it checks again only
         // when they change (one stat per prefix, no lock).
         if verified() {
-            return cached(value, policy.enforce);
+            return cached(value, &path, policy.enforce);
         }
         match catalog.sync_lazily(&path, &locations().system, &still_wanted) {
             Ok((report, index)) => (Ok(Some(report)), index),

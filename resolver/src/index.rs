@@ -91,21 +91,21 @@ pub struct Image {
 pub enum ImageSource {
     /// A directory of a prefix.
     Prefix,
-    /// A subdirectory of this image, one level deep.
-    Nested(PathBuf),
+    /// A subdirectory of another image, one level deep.
+    Nested,
     /// An element of `extension_control_path` / `dynamic_library_path` the operator set.
     Setting,
 }
 
 impl ImageSource {
     pub fn is_nested(&self) -> bool {
-        matches!(self, ImageSource::Nested(_))
+        matches!(self, ImageSource::Nested)
     }
 
     pub fn as_str(&self) -> &'static str {
         match self {
             ImageSource::Prefix => "prefix",
-            ImageSource::Nested(_) => "nested",
+            ImageSource::Nested => "nested",
             ImageSource::Setting => "setting",
         }
     }

@@ -80,9 +80,13 @@ pub fn read(dir: &Path) -> Option<Meta> {
     let declared = crate::safe_fs::read_regular(&file, crate::safe_fs::MAX_TEXT_FILE)
         .map_err(|e| e.to_string())
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string()))
-        .and_then(validate)
-        .map(|dist| declared(&dist));
+        .and_then(declare);
     Some(Meta { file, declared })
+}
+
+/// What the parsed `META.json` `json` declares, or why it is not valid PGXN metadata.
+pub fn declare(json: serde_json::Value) -> Result<Declared, String> {
+    validate(json).map(|dist| declared(&dist))
 }
 
 /// Validates with `pgxn_meta`, whose panics on some malformed files (a `meta-spec` version

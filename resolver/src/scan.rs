@@ -84,7 +84,7 @@ pub fn scan_prefix(element: usize, prefix: &Path, found: &mut Found) {
             if name.starts_with(b".") || OWN_DIRECTORIES.contains(&name) || !is_dir(&sub) || !holds_an_image(&sub) {
                 continue;
             }
-            let nested = Place { element, prefix, source: ImageSource::Nested(dir.clone()) };
+            let nested = Place { element, prefix, source: ImageSource::Nested };
             scan_image(&nested, &sub, found);
         }
     }

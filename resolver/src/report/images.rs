@@ -59,9 +59,16 @@ fn image_report(index: &Index, image: &Image, mounts: &[Mount]) -> ImageReport {
     let libraries = image.library_dirs().iter().flat_map(|d| file_names(d)).collect();
     let mount = mount_of(mounts, &image.dir);
     let (metadata_file, metadata, mut metadata_error) = read_metadata(&image.dir);
-    let meta = crate::meta::read(&image.dir);
+    // A META.json read as the metadata file is validated from what was read; one beside a
+    // trunk.json is read for what it declares.
+    let is_meta = metadata_file.as_deref().is_some_and(|f| f.ends_with(crate::meta::META_FILE));
+    let declared = match (is_meta, &metadata) {
+        (true, Some(json)) => Some(crate::meta::declare(json.clone())),
+        (true, None) => None, // not JSON: metadata_error says why
+        (false, _) => crate::meta::read(&image.dir).map(|m| m.declared),
+    };
     let mut declared_preload = Vec::new();
-    match meta.map(|m| m.declared) {
+    match declared {
         Some(Ok(declared)) => {
             for module in declared.modules {
                 if let Some(preload) = module.preload {
@@ -69,12 +76,7 @@ fn image_report(index: &Index, image: &Image, mounts: &[Mount]) -> ImageReport {
                 }
             }
         }
-        Some(Err(invalid))
-            if metadata_error.is_none()
-                && metadata_file.as_deref().is_some_and(|f| f.ends_with(crate::meta::META_FILE)) =>
-        {
-            metadata_error = Some(invalid)
-        }
+        Some(Err(invalid)) if is_meta => metadata_error = Some(invalid),
         _ => {}
     }
     ImageReport {
