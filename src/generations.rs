@@ -5,7 +5,10 @@
 //! to the newest one at the points it cannot be reading: session start, a reload, and before
 //! CREATE/ALTER EXTENSION, LOAD and `rescan()`.
 
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex};
 
 use esp_resolver::Catalog;
@@ -62,9 +65,57 @@ pub fn adopt_server_generation() {
         return;
     }
     let Some(dir) = adopt(&locations.server) else { return };
+    remember_followed(&locations.server.current_link(), &dir);
     *SERVER_GENERATION.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir);
     crate::core_paths::follow_server_generation();
     // Backends forked earlier keep their own claims on older generations: a claim is shared
     // with the processes forked while it was held.
     release_unnamed();
+}
+
+/// The server catalog's `current` link and the name of the generation this process follows, for
+/// [`follows_newest`]. Replaced (the old one freed) only by the process that adopts: every
+/// process is single-threaded, and a forked one has its own copy.
+struct Followed {
+    link: CString,
+    generation: Vec<u8>,
+}
+
+static FOLLOWED: AtomicPtr<Followed> = AtomicPtr::new(std::ptr::null_mut());
+
+fn remember_followed(link: &Path, generation: &Path) {
+    let (Ok(link), Some(name)) = (CString::new(link.as_os_str().as_bytes()), generation.file_name()) else {
+        return;
+    };
+    let new = Box::into_raw(Box::new(Followed { link, generation: name.as_bytes().to_vec() }));
+    let old = FOLLOWED.swap(new, Ordering::Relaxed);
+    if !old.is_null() {
+        // SAFETY: made by Box::into_raw above and no longer reachable through FOLLOWED; no other
+        // thread reads it (see Followed).
+        drop(unsafe { Box::from_raw(old) });
+    }
+}
+
+/// Whether the server catalog's `current` link still names the generation this process
+/// follows: what every new session asks first. One readlink into a buffer on the stack, no
+/// allocation, nothing that can fail or raise an error: a connection with nothing changed runs
+/// almost none of our code (every page of code a forked backend runs is a page fault of its own).
+pub fn follows_newest() -> bool {
+    let followed = FOLLOWED.load(Ordering::Relaxed);
+    if followed.is_null() {
+        return false;
+    }
+    // SAFETY: set by remember_followed from a Box, freed only when replaced there, in this
+    // single-threaded process.
+    let followed = unsafe { &*followed };
+    let mut target = [0u8; 4096];
+    // SAFETY: a NUL-terminated path and a buffer of the length given.
+    let length = unsafe { libc::readlink(followed.link.as_ptr(), target.as_mut_ptr().cast(), target.len()) };
+    let Ok(length) = usize::try_from(length) else { return false };
+    if length >= target.len() {
+        return false;
+    }
+    let target = &target[..length];
+    let name = target.rsplit(|b| *b == b'/').next().unwrap_or(target);
+    name == followed.generation.as_slice()
 }

@@ -14,6 +14,7 @@
 //! * [`loading`] — loading modules from images with their bundled libraries;
 //! * [`preload`] — the modules images declare for preloading in their `META.json`;
 //! * [`errors`] — the SQLSTATE, DETAIL and HINT of everything we report; [`messages`] — how;
+//! * [`offload`] — the postmaster's scans, done in a child process of its own;
 //! * [`memo`] — per-backend memos kept under `dynamic_library_path` and the trust setting;
 //! * [`roles`] — who may see paths; [`sql`] — SQL functions in schema `extension_search_path`.
 
@@ -28,6 +29,7 @@ mod loading;
 mod locations;
 mod memo;
 mod messages;
+mod offload;
 mod preload;
 mod refresh;
 mod roles;

@@ -182,8 +182,10 @@ pub fn load_target(filename: &str) -> Option<PathBuf> {
 /// failure refuses that connection, not the server. A list PostgreSQL cannot split is left to
 /// PostgreSQL, which logs it and loads nothing of it.
 pub fn prepare_preload_lists() {
-    // read here, in the postmaster, so that no backend reads the loader's configuration again
+    // read here, in the postmaster, so that no backend reads the loader's configuration or the
+    // names of the objects loaded so far again
     let _ = system_dirs();
+    let _ = loaded_sonames();
     for (setting, level) in
         [(c"shared_preload_libraries", PgLogLevel::ERROR), (c"session_preload_libraries", PgLogLevel::WARNING)]
     {

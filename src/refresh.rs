@@ -285,19 +285,29 @@ fn refresh_with(
     let fingerprint = esp_resolver::index::fingerprint(&path, &locations().system);
     let seen = (catalog.root().to_path_buf(), value.to_string(), policy.enforce, fingerprint);
     let verified = || VERIFIED.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&seen);
-    let (synced, index) = if in_postmaster {
+    if in_postmaster && crate::offload::in_postmaster() {
         // The postmaster never waits for a backend's sync: if one holds the catalog, it tries
         // again at the next reload (and backends sync what they need before CREATE, ALTER and
-        // LOAD). It keeps no index: backends forked from it would copy its pages' table entries
-        // at every connection; each builds its own when it needs one.
+        // LOAD). It keeps no index, and scans in a child process (see `crate::offload`): what
+        // a scan allocates would otherwise stay in the heap every backend inherits.
         if how == Refresh::IfChanged && verified() {
             return None;
         }
-        let index = Index::build(&path, &locations().system);
-        let synced = match how {
-            Refresh::Start => catalog.try_sync_if_files_changed(&index),
-            _ => catalog.try_sync(&index, how != Refresh::IfChanged),
-        };
+        let complete = crate::offload::in_child("the update of the catalog", || {
+            let (synced, index) = scan_and_sync(catalog, &path, how);
+            report_problems(Some(&index), level);
+            conclude(catalog, synced, level)
+        });
+        // (the generation it made is adopted by the caller: the child's claim ended with it)
+        *VERIFIED.lock().unwrap_or_else(|e| e.into_inner()) = complete.then_some(seen);
+        return None;
+    }
+    let (synced, index) = if in_postmaster {
+        // A standalone backend (single-user mode): as the postmaster, in its own process.
+        if how == Refresh::IfChanged && verified() {
+            return None;
+        }
+        let (synced, index) = scan_and_sync(catalog, &path, how);
         (synced, Some(index))
     } else if how == Refresh::IfChanged {
         // After a change under a prefix, one backend scans and builds a generation; the others
@@ -315,9 +325,7 @@ fn refresh_with(
         let index = Index::build(&path, &locations().system);
         (catalog.sync_if(&index, true, &still_wanted).map(Some), Some(index))
     };
-    for problem in index.iter().flat_map(|i| &i.problems) {
-        crate::messages::problem(level, problem, "refresh");
-    }
+    report_problems(index.as_ref(), level);
     let mut complete = true;
     // A reload between our check and the end of our sync: the postmaster found the catalog
     // locked and left it to us, so we sync it for what the postmaster recorded (once).
@@ -335,40 +343,7 @@ fn refresh_with(
         let policy = TrustPolicy::for_this_process(enforce);
         refresh_with(catalog, &recorded, level, Refresh::Overtaken, policy);
     }
-    match synced {
-        Ok(Some(report)) if report.stale => complete = false,
-        Ok(Some(report)) => {
-            for problem in &report.problems {
-                crate::messages::problem(level, problem, "refresh");
-            }
-            // the generation it made or found current stays ours until we adopt it
-            if let Some(held) = &report.held {
-                keep(held.clone());
-            }
-            // (remembered without the claim: HELD keeps it while it is named)
-            *LAST_SYNC.lock().unwrap_or_else(|e| e.into_inner()) = Some(SyncReport { held: None, ..report });
-        }
-        Ok(None) => {
-            complete = false;
-            let message =
-                "extension_search_path: the catalog is being updated by a backend; trying again at the next reload";
-            let report = ErrorReport::new(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, message, "refresh");
-            crate::messages::emit(PgLogLevel::LOG, report);
-        }
-        Err(e) => {
-            complete = false;
-            crate::messages::emit(
-                level,
-                ErrorReport::new(
-                    crate::errors::for_io(&e),
-                    format!("extension_search_path: could not update catalog \"{}\": {e}", catalog.root().display()),
-                    "refresh",
-                )
-                .set_detail("CREATE EXTENSION and LOAD use the catalog as it was.")
-                .set_hint("Check that the data directory is writable by the server."),
-            )
-        }
-    }
+    complete &= conclude(catalog, synced, level);
     // What this process verified: the state just synced, or nothing (a sync not done or not
     // complete is not evidence the catalog serves anything).
     *VERIFIED.lock().unwrap_or_else(|e| e.into_inner()) = complete.then_some(seen);
@@ -380,4 +355,62 @@ fn refresh_with(
     let cached = Cached { value: value.to_string(), enforce: policy.enforce, index: index.clone() };
     *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some(cached);
     Some(index)
+}
+
+/// The postmaster's scan and sync (also a standalone backend's, in its own process). It never
+/// waits for a backend's sync: if one holds the catalog, it tries again at the next reload.
+fn scan_and_sync(catalog: &Catalog, path: &SearchPath, how: Refresh) -> (std::io::Result<Option<SyncReport>>, Index) {
+    let index = Index::build(path, &locations().system);
+    let synced = match how {
+        Refresh::Start => catalog.try_sync_if_files_changed(&index),
+        _ => catalog.try_sync(&index, how != Refresh::IfChanged),
+    };
+    (synced, index)
+}
+
+/// Reports the problems a scan met along the path.
+fn report_problems(index: Option<&Index>, level: PgLogLevel) {
+    for problem in index.iter().flat_map(|i| &i.problems) {
+        crate::messages::problem(level, problem, "refresh");
+    }
+}
+
+/// Reports how a sync ended and keeps what it made; whether it is complete (the catalog serves
+/// what the index holds).
+fn conclude(catalog: &Catalog, synced: std::io::Result<Option<SyncReport>>, level: PgLogLevel) -> bool {
+    match synced {
+        Ok(Some(report)) if report.stale => false,
+        Ok(Some(report)) => {
+            for problem in &report.problems {
+                crate::messages::problem(level, problem, "refresh");
+            }
+            // the generation it made or found current stays ours until we adopt it
+            if let Some(held) = &report.held {
+                keep(held.clone());
+            }
+            // (remembered without the claim: HELD keeps it while it is named)
+            *LAST_SYNC.lock().unwrap_or_else(|e| e.into_inner()) = Some(SyncReport { held: None, ..report });
+            true
+        }
+        Ok(None) => {
+            let message =
+                "extension_search_path: the catalog is being updated by a backend; trying again at the next reload";
+            let report = ErrorReport::new(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, message, "refresh");
+            crate::messages::emit(PgLogLevel::LOG, report);
+            false
+        }
+        Err(e) => {
+            crate::messages::emit(
+                level,
+                ErrorReport::new(
+                    crate::errors::for_io(&e),
+                    format!("extension_search_path: could not update catalog \"{}\": {e}", catalog.root().display()),
+                    "refresh",
+                )
+                .set_detail("CREATE EXTENSION and LOAD use the catalog as it was.")
+                .set_hint("Check that the data directory is writable by the server."),
+            );
+            false
+        }
+    }
 }

@@ -321,4 +321,28 @@ mod tests {
         set_path(&p.display().to_string());
         Spi::run("CREATE EXTENSION esp_missing").unwrap();
     }
+
+    /// The postmaster's scans run in a child process (`crate::offload`): its answer comes back,
+    /// its memory does not, and a child that is killed or raises an ERROR is "not done" — never
+    /// a crash of the process that waits for it.
+    #[pg_test]
+    fn work_in_a_child_process_comes_back_as_its_answer_or_as_not_done() {
+        use crate::offload::in_child;
+        static TOUCHED: AtomicUsize = AtomicUsize::new(0);
+        assert!(in_child("a test", || {
+            TOUCHED.store(1, Ordering::Relaxed);
+            true
+        }));
+        assert_eq!(TOUCHED.load(Ordering::Relaxed), 0, "the child's memory is its own");
+        assert!(!in_child("a test", || false));
+        assert!(!in_child("a test", || {
+            // SAFETY: the child kills itself, as a crash would end it.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            true
+        }));
+        assert!(!in_child("a test", || pgrx::error!("extension_search_path: an error in a child")));
+        assert!(!in_child("a test", || panic!("extension_search_path: a panic in a child")));
+        // the session goes on as before
+        assert_eq!(Spi::get_one::<i32>("SELECT 1").unwrap(), Some(1));
+    }
 }

@@ -344,9 +344,26 @@ mod tests {
 /// loader matches a `DT_NEEDED` entry against both before searching any directory, so a library
 /// named here is never loaded a second time (a system `libz.so.1` is mapped from
 /// `libz.so.1.2.13`: its file name alone would not say so).
+///
+/// The names of each object are remembered by its load address while no object has been
+/// unloaded since (the loader's `dlpi_subs` count): a process forked after a first call — every
+/// backend, after the postmaster's — reads only the objects loaded since, not the dynamic
+/// sections of every library again (pages of theirs it would otherwise fault in).
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub fn loaded_sonames() -> HashSet<String> {
+    use std::collections::HashMap;
     use std::ffi::{CStr, c_int, c_void};
+    use std::sync::Mutex;
+
+    /// The names of each object seen, by load address, and the unload count they hold under.
+    type Seen = (u64, HashMap<usize, Vec<String>>);
+    static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
+
+    struct Walk<'a> {
+        known: Option<&'a Seen>,
+        subs: u64,
+        objects: HashMap<usize, Vec<String>>,
+    }
 
     #[repr(C)]
     struct Dyn {
@@ -357,22 +374,23 @@ pub fn loaded_sonames() -> HashSet<String> {
     const DT_STRTAB: i64 = 5;
     const DT_SONAME: i64 = 14;
 
-    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: libc::size_t, data: *mut c_void) -> c_int {
-        // SAFETY: the loader passes a valid dl_phdr_info for each loaded object while it holds
-        // its lock; `data` is the HashSet passed below. The object's program headers, dynamic
-        // section and string table are mapped for as long as the object is loaded, which it is
-        // during this call.
+    /// The file name and soname of the object `info` describes.
+    ///
+    /// # Safety
+    /// `info` is what the loader passed to a `dl_iterate_phdr` callback, during the call.
+    unsafe fn names_of(info: &libc::dl_phdr_info) -> Vec<String> {
+        let mut names = Vec::new();
+        // SAFETY: the object's name, program headers, dynamic section and string table are
+        // mapped for as long as the object is loaded, which it is during the callback.
         unsafe {
-            let names = &mut *data.cast::<HashSet<String>>();
-            let info = &*info;
             if !info.dlpi_name.is_null() {
                 let path = CStr::from_ptr(info.dlpi_name).to_string_lossy();
                 if let Some(file) = std::path::Path::new(path.as_ref()).file_name() {
-                    names.insert(file.to_string_lossy().into_owned());
+                    names.push(file.to_string_lossy().into_owned());
                 }
             }
             let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum));
-            let Some(dynamic) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else { return 0 };
+            let Some(dynamic) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else { return names };
             let mut entry = (info.dlpi_addr + dynamic.p_vaddr) as *const Dyn;
             let (mut strtab, mut soname) = (None, None);
             while (*entry).tag != DT_NULL {
@@ -387,16 +405,38 @@ pub fn loaded_sonames() -> HashSet<String> {
                 // glibc relocates DT_STRTAB in place; where it does not, it is relative.
                 let base = if strtab < info.dlpi_addr { strtab + info.dlpi_addr } else { strtab };
                 let name = CStr::from_ptr((base + soname) as *const std::ffi::c_char);
-                names.insert(name.to_string_lossy().into_owned());
+                names.push(name.to_string_lossy().into_owned());
             }
+        }
+        names
+    }
+
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: libc::size_t, data: *mut c_void) -> c_int {
+        // SAFETY: the loader passes a valid dl_phdr_info for each loaded object while it holds
+        // its lock; `data` is the Walk passed below, which outlives the iteration.
+        unsafe {
+            let walk = &mut *data.cast::<Walk>();
+            let info = &*info;
+            let address = info.dlpi_addr as usize;
+            walk.subs = info.dlpi_subs;
+            // (an object seen at this address while nothing was unloaded since is the same one)
+            let known = walk.known.filter(|(subs, _)| *subs == info.dlpi_subs).and_then(|(_, o)| o.get(&address));
+            let names = match known {
+                Some(names) => names.clone(),
+                None => names_of(info),
+            };
+            walk.objects.insert(address, names);
             0
         }
     }
 
-    let mut names = HashSet::new();
-    // SAFETY: `each` only reads what the loader hands it and writes into `names`, which outlives
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut walk = Walk { known: seen.as_ref(), subs: 0, objects: HashMap::new() };
+    // SAFETY: `each` only reads what the loader hands it and writes into `walk`, which outlives
     // the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut names).cast()) };
+    unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut walk).cast()) };
+    let names = walk.objects.values().flatten().cloned().collect();
+    *seen = Some((walk.subs, walk.objects));
     names
 }
 

@@ -243,3 +243,27 @@ fn loaded_objects_are_known_by_soname_not_only_by_file_name() {
     assert!(names.contains("libespdiff.so.1"), "the soname: {names:?}");
     assert!(names.contains("libespdiff.so.1.2.3"), "and the file name");
 }
+
+#[test]
+fn an_object_loaded_where_an_unloaded_one_was_is_known_by_its_own_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let open = |file: &std::path::Path| {
+        let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+        // SAFETY: a plain dlopen of a library this test just built (no constructors).
+        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        assert!(!handle.is_null());
+        handle
+    };
+    let (first, second) = (tmp.path().join("libespfirst.so"), tmp.path().join("libespsecond.so"));
+    cc(&first, "libespfirst.so.1", "int first(void) { return 1; }", &[], &[]);
+    cc(&second, "libespsecond.so.1", "int second(void) { return 2; }", &[], &[]);
+    let handle = open(&first);
+    assert!(esp_resolver::dependencies::loaded_sonames().contains("libespfirst.so.1"));
+    // SAFETY: nothing of the library is used any more.
+    assert_eq!(unsafe { libc::dlclose(handle) }, 0);
+    // (the loader usually maps the next object at the address the unloaded one had)
+    open(&second);
+    let names = esp_resolver::dependencies::loaded_sonames();
+    assert!(names.contains("libespsecond.so.1"), "{names:?}");
+    assert!(!names.contains("libespfirst.so.1"), "{names:?}");
+}

@@ -40,6 +40,10 @@ unsafe extern "C-unwind" fn client_authentication(port: *mut c_void, status: i32
             previous(port, status);
         }
     }
+    // (nothing changed: nothing else of ours runs in this connection's start)
+    if crate::generations::follows_newest() {
+        return;
+    }
     // SAFETY: `follow_newest` is guarded: it returns, or raises an ERROR through PostgreSQL.
     unsafe { follow_newest() };
 }
