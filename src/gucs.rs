@@ -115,9 +115,15 @@ unsafe extern "C-unwind" fn check_path(
 
 /// The current value of any setting, as this session sees it (no privilege check).
 pub fn current(name: &CStr) -> String {
+    with_current(name, |value| value.to_string_lossy().into_owned())
+}
+
+/// Runs `f` on the current value of setting `name`, in place (no copy).
+pub fn with_current<R>(name: &CStr, f: impl FnOnce(&CStr) -> R) -> R {
     // SAFETY: GetConfigOption with missing_ok = false raises an ERROR for an unknown name and
-    // otherwise returns a NUL-terminated string owned by the GUC machinery, copied at once.
-    unsafe { CStr::from_ptr(pg_sys::GetConfigOption(name.as_ptr(), false, false)) }.to_string_lossy().into_owned()
+    // otherwise returns a NUL-terminated string owned by the GUC machinery, used before anything
+    // can change it.
+    f(unsafe { CStr::from_ptr(pg_sys::GetConfigOption(name.as_ptr(), false, false)) })
 }
 
 /// Runs `f` on the current value of `dynamic_library_path`, read in place from the variable

@@ -58,6 +58,8 @@ pub extern "C-unwind" fn _PG_init() {
     if preload::at_server_start() {
         hooks::init_session_modules();
     }
+    // the server's path parsed once, for every backend to inherit
+    let _ = refresh::search_path(&gucs::path());
     // last: what the start's scans freed goes back to the system before any backend is forked
     refresh::release_free_memory();
 }

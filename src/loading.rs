@@ -8,7 +8,6 @@
 //! (through needs_fmgr_hook), and the preload lists at server start. Each name is made loadable
 //! once per process; backends inherit what the postmaster did.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use esp_resolver::Index;
@@ -24,8 +23,10 @@ use pgrx::prelude::*;
 /// nothing, or refused — per loader (they spell `$libdir/x` differently; the outcome for
 /// [`Loader::Function`], then for [`Loader::File`]), under the settings it was looked up with (see
 /// `crate::memo`); until they change a refusal is repeated without redoing the work. Inherited
-/// by backends from the postmaster.
-static OUTCOMES: UnderLibrarySettings<HashMap<String, [Option<Outcome>; 2]>> = UnderLibrarySettings::new();
+/// by backends from the postmaster. A list searched in order: a session makes few names loadable,
+/// and a first call in a fresh backend should run as little code as it can (each page of code it
+/// runs is a page fault of its own).
+static OUTCOMES: UnderLibrarySettings<Vec<(String, [Option<Outcome>; 2])>> = UnderLibrarySettings::new();
 
 type Outcome = Result<(), LibraryRefusal>;
 
@@ -34,11 +35,20 @@ fn slot(loader: Loader) -> usize {
 }
 
 fn remembered(name: &str, loader: Loader) -> Option<Result<(), LibraryRefusal>> {
-    OUTCOMES.get(|by_name| by_name.get(name)?[slot(loader)].clone())
+    OUTCOMES.get(|by_name| by_name.iter().find(|(n, _)| n == name)?.1[slot(loader)].clone())
 }
 
 fn remember(name: &str, loader: Loader, outcome: &Result<(), LibraryRefusal>) {
-    OUTCOMES.update(|by_name| by_name.entry(name.to_string()).or_default()[slot(loader)] = Some(outcome.clone()));
+    OUTCOMES.update(|by_name| {
+        let index = match by_name.iter().position(|(n, _)| n == name) {
+            Some(index) => index,
+            None => {
+                by_name.push((name.to_string(), Default::default()));
+                by_name.len() - 1
+            }
+        };
+        by_name[index].1[slot(loader)] = Some(outcome.clone());
+    });
 }
 
 /// Makes `name`, as `loader` is about to load it (`x`, `x.so`, `$libdir/x`, an absolute path),

@@ -180,13 +180,30 @@ impl Cached {
 /// The path `value` names, followed by the images the operator named in the core settings
 /// (`extension_control_path`, `dynamic_library_path`, as this session has them): what the
 /// index covers. Only the path's own prefixes are served through the catalog.
-pub fn search_path(value: &str) -> SearchPath {
+///
+/// Remembered for the values it was parsed from (compared in place): the postmaster parses the
+/// server's once and every backend inherits it, so the first C call of a session parses nothing.
+pub fn search_path(value: &str) -> Arc<SearchPath> {
+    type Parsed = (String, Vec<u8>, Vec<u8>, Arc<SearchPath>);
+    static PARSED: Mutex<Option<Parsed>> = Mutex::new(None);
+    let control = crate::gucs::with_current(c"extension_control_path", |v| v.to_bytes().to_vec());
+    let mut parsed = PARSED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((v, ecp, dlp, path)) = parsed.as_ref()
+        && v == value
+        && *ecp == control
+        && crate::gucs::with_dynamic_library_path(|d| d.to_bytes() == dlp.as_slice())
+    {
+        return path.clone();
+    }
+    let library = crate::gucs::with_dynamic_library_path(|d| d.to_bytes().to_vec());
     let images = esp_resolver::path::operator_images(
-        &crate::gucs::current(c"extension_control_path"),
-        &crate::gucs::current(c"dynamic_library_path"),
+        &String::from_utf8_lossy(&control),
+        &String::from_utf8_lossy(&library),
         &locations().root_prefix(),
     );
-    SearchPath::parse(value).with_operator_images(images)
+    let path = Arc::new(SearchPath::parse(value).with_operator_images(images));
+    *parsed = Some((value.to_string(), control, library, path.clone()));
+    path
 }
 
 /// The index of `value`, from the caches when it is still current, else freshly scanned (not

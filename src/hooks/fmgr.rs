@@ -9,8 +9,6 @@
 //! under the same `dynamic_library_path` and trust setting; the set is emptied by every change to
 //! `pg_proc` (a syscache invalidation callback), so a replaced function is looked at again.
 
-use std::collections::HashSet;
-
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -38,8 +36,8 @@ pub fn init() {
     }
 }
 
-/// The functions this backend has handled, under the settings they were handled with.
-static HANDLED: UnderLibrarySettings<HashSet<u32>> = UnderLibrarySettings::new();
+/// The functions this backend has handled, under the settings they were handled with (sorted).
+static HANDLED: UnderLibrarySettings<Vec<u32>> = UnderLibrarySettings::new();
 
 /// A `pg_proc` row changed (in this backend or another): every function is looked at again.
 #[pg_guard]
@@ -66,7 +64,7 @@ unsafe extern "C-unwind" fn needs_fmgr(fn_oid: pg_sys::Oid) -> bool {
 #[inline(never)]
 unsafe extern "C-unwind" fn prepare_function(fn_oid: pg_sys::Oid) {
     let oid = fn_oid.to_u32();
-    if HANDLED.get(|functions| functions.contains(&oid).then_some(())).is_some() {
+    if HANDLED.get(|functions| functions.binary_search(&oid).ok()).is_some() {
         return;
     }
     if let Some(probin) = c_function_library(fn_oid) {
@@ -74,7 +72,9 @@ unsafe extern "C-unwind" fn prepare_function(fn_oid: pg_sys::Oid) {
     }
     // (not reached when make_loadable raises an ERROR: a refused library is asked again)
     HANDLED.update(|functions| {
-        functions.insert(oid);
+        if let Err(place) = functions.binary_search(&oid) {
+            functions.insert(place, oid);
+        }
     });
 }
 
