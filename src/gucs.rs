@@ -115,7 +115,15 @@ unsafe extern "C-unwind" fn check_path(
 
 /// The current value of any setting, as this session sees it (no privilege check).
 pub fn current(name: &CStr) -> String {
-    with_current(name, |value| value.to_string_lossy().into_owned())
+    with_current(name, owned)
+}
+
+/// `value` as a String (its bytes checked once; lossily only when they are not UTF-8).
+fn owned(value: &CStr) -> String {
+    match value.to_str() {
+        Ok(value) => value.to_owned(),
+        Err(_) => value.to_string_lossy().into_owned(),
+    }
 }
 
 /// Runs `f` on the current value of setting `name`, in place (no copy).
@@ -152,7 +160,7 @@ pub fn preload_declared() -> bool {
 
 /// The session's current path value.
 pub fn path() -> String {
-    PATH.get().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default()
+    PATH.get().map(|v| owned(&v)).unwrap_or_default()
 }
 
 /// In the postmaster, a changed trust setting rebuilds the server catalog at once.

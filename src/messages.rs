@@ -5,6 +5,8 @@
 //! Rust frames that emitted the message, skipping their destructors. So interrupts are held
 //! while we emit; PostgreSQL services them at its next check, right after our hook returns.
 
+use std::sync::Mutex;
+
 use esp_resolver::Problem;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -24,6 +26,63 @@ pub fn emit(level: PgLogLevel, report: ErrorReport) {
 /// A problem met along the path, at `level`, with its SQLSTATE and hint (see `crate::errors`).
 pub fn problem(level: PgLogLevel, problem: &Problem, function: &'static str) {
     let code = crate::errors::for_problem(&problem.kind);
-    let report = ErrorReport::new(code, format!("extension_search_path: {problem}"), function);
-    emit(level, report.set_hint(problem.kind.hint()));
+    Message::new(level, code, format!("extension_search_path: {problem}"), function)
+        .hint(problem.kind.hint().to_string())
+        .emit();
+}
+
+/// A message of ours below ERROR, kept as its parts so that it can also be carried to another
+/// process and reported there (see `crate::offload`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub level: PgLogLevel,
+    pub code: PgSqlErrorCode,
+    pub text: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+    pub function: &'static str,
+}
+
+/// Where a child process collects its messages instead of reporting them.
+static OUTBOX: Mutex<Option<Vec<Message>>> = Mutex::new(None);
+
+impl Message {
+    pub fn new(level: PgLogLevel, code: PgSqlErrorCode, text: String, function: &'static str) -> Self {
+        Message { level, code, text, detail: None, hint: None, function }
+    }
+
+    pub fn detail(self, detail: String) -> Self {
+        Message { detail: Some(detail), ..self }
+    }
+
+    pub fn hint(self, hint: String) -> Self {
+        Message { hint: Some(hint), ..self }
+    }
+
+    /// Reports it (with interrupts held, see [`emit`]), or keeps it in the outbox while there
+    /// is one.
+    pub fn emit(self) {
+        if let Some(outbox) = OUTBOX.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            outbox.push(self);
+            return;
+        }
+        let mut report = ErrorReport::new(self.code, self.text, self.function);
+        if let Some(detail) = self.detail {
+            report = report.set_detail(detail);
+        }
+        if let Some(hint) = self.hint {
+            report = report.set_hint(hint);
+        }
+        emit(self.level, report);
+    }
+}
+
+/// From now on, this process's messages are kept (see [`Message::emit`]) until taken.
+pub fn keep_in_outbox() {
+    *OUTBOX.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+}
+
+/// The messages kept so far (none when there is no outbox).
+pub fn take_outbox() -> Vec<Message> {
+    OUTBOX.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map(std::mem::take).unwrap_or_default()
 }

@@ -18,6 +18,7 @@ use pgrx::prelude::*;
 
 use crate::generations::{adopt, adopt_server_generation, keep, release_unnamed, server_generation};
 use crate::locations::{locations, try_locations};
+use crate::messages::Message;
 
 /// In the postmaster's `_PG_init`: records the server-wide settings and builds the server
 /// catalog, which every backend then inherits with its index.
@@ -52,6 +53,8 @@ pub fn refresh_server_catalog_after_reload(value: &str) {
         // prefixes' entries changed (rescan() rebuilds on demand).
         refresh(&locations.server, value, PgLogLevel::WARNING, Refresh::IfChanged);
         adopt_server_generation();
+        // parsed again for the settings backends will now inherit
+        let _ = search_path(value);
         // Session catalogs no backend holds any more.
         esp_resolver::catalog::collect_unused(&locations.root, esp_resolver::catalog::SESSION_CATALOG_PREFIX);
         release_free_memory();
@@ -186,15 +189,15 @@ impl Cached {
 pub fn search_path(value: &str) -> Arc<SearchPath> {
     type Parsed = (String, Vec<u8>, Vec<u8>, Arc<SearchPath>);
     static PARSED: Mutex<Option<Parsed>> = Mutex::new(None);
-    let control = crate::gucs::with_current(c"extension_control_path", |v| v.to_bytes().to_vec());
     let mut parsed = PARSED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((v, ecp, dlp, path)) = parsed.as_ref()
         && v == value
-        && *ecp == control
+        && crate::gucs::with_current(c"extension_control_path", |c| c.to_bytes() == ecp.as_slice())
         && crate::gucs::with_dynamic_library_path(|d| d.to_bytes() == dlp.as_slice())
     {
         return path.clone();
     }
+    let control = crate::gucs::with_current(c"extension_control_path", |v| v.to_bytes().to_vec());
     let library = crate::gucs::with_dynamic_library_path(|d| d.to_bytes().to_vec());
     let images = esp_resolver::path::operator_images(
         &String::from_utf8_lossy(&control),
@@ -266,6 +269,7 @@ pub fn refresh_server_catalog_for_trust(enforce: bool) {
         let policy = TrustPolicy::for_this_process(enforce);
         refresh_with(&locations.server, &crate::gucs::path(), PgLogLevel::WARNING, Refresh::Full, policy);
         adopt_server_generation();
+        let _ = search_path(&crate::gucs::path());
         release_free_memory();
     }
 }
@@ -412,21 +416,16 @@ fn conclude(catalog: &Catalog, synced: std::io::Result<Option<SyncReport>>, leve
         Ok(None) => {
             let message =
                 "extension_search_path: the catalog is being updated by a backend; trying again at the next reload";
-            let report = ErrorReport::new(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, message, "refresh");
-            crate::messages::emit(PgLogLevel::LOG, report);
+            Message::new(PgLogLevel::LOG, PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, message.into(), "refresh").emit();
             false
         }
         Err(e) => {
-            crate::messages::emit(
-                level,
-                ErrorReport::new(
-                    crate::errors::for_io(&e),
-                    format!("extension_search_path: could not update catalog \"{}\": {e}", catalog.root().display()),
-                    "refresh",
-                )
-                .set_detail("CREATE EXTENSION and LOAD use the catalog as it was.")
-                .set_hint("Check that the data directory is writable by the server."),
-            );
+            let message =
+                format!("extension_search_path: could not update catalog \"{}\": {e}", catalog.root().display());
+            Message::new(level, crate::errors::for_io(&e), message, "refresh")
+                .detail("CREATE EXTENSION and LOAD use the catalog as it was.".into())
+                .hint("Check that the data directory is writable by the server.".into())
+                .emit();
             false
         }
     }

@@ -345,4 +345,36 @@ mod tests {
         // the session goes on as before
         assert_eq!(Spi::get_one::<i32>("SELECT 1").unwrap(), Some(1));
     }
+
+    /// What a child process reports travels through a pipe to the postmaster, which reports it:
+    /// every field arrives as it was sent, and a cut-off stream keeps what came whole.
+    #[pg_test]
+    fn a_child_s_messages_and_answer_arrive_whole() {
+        use crate::messages::Message;
+        use crate::offload::{decoded, encoded};
+        let round_trip = |messages: &[Message], answer| decoded(&encoded(messages, answer));
+        let messages = vec![
+            Message::new(PgLogLevel::WARNING, PgSqlErrorCode::ERRCODE_UNDEFINED_FILE, "é\0x".into(), "refresh")
+                .detail("a detail".into())
+                .hint("a hint".into()),
+            Message::new(PgLogLevel::LOG, PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, String::new(), "in_child"),
+            Message::new(PgLogLevel::LOG_SERVER_ONLY, PgSqlErrorCode::ERRCODE_IO_ERROR, "x".into(), "refresh"),
+        ];
+        assert_eq!(round_trip(&messages, Some(true)), (messages.clone(), Some(true)));
+        assert_eq!(round_trip(&messages, Some(false)), (messages.clone(), Some(false)));
+        assert_eq!(round_trip(&messages, None), (messages.clone(), None));
+        assert_eq!(round_trip(&[], Some(true)), (vec![], Some(true)));
+        // a stream cut anywhere (a child killed while writing) keeps the whole messages before
+        // the cut, has no answer, and never panics; a level the postmaster does not know is a
+        // WARNING, never an ERROR (which would end the postmaster)
+        let bytes = encoded(&messages, Some(true));
+        for cut in 0..bytes.len() - 1 {
+            let (got, answer) = decoded(&bytes[..cut]);
+            assert_eq!(answer, None);
+            assert!(messages.starts_with(&got), "cut at {cut}: {got:?}");
+        }
+        let mut bytes = encoded(&messages[1..2], Some(true));
+        bytes[1..5].copy_from_slice(&1000i32.to_le_bytes());
+        assert_eq!(decoded(&bytes).0[0].level, PgLogLevel::WARNING);
+    }
 }

@@ -183,3 +183,45 @@ fn the_postmaster_keeps_no_index_of_thousands_of_images() {
     assert!(heap < baseline_heap + 512, "postmaster: a heap of {heap} kB after a reload, {baseline_heap} kB with none");
     s.assert_no_crash();
 }
+
+/// The postmaster's scan runs in a child process whose messages the postmaster reports: in the
+/// log they are the postmaster's own lines — its pid, and line numbers that go on without a
+/// repeat (csvlog's `(session_id, session_line_num)` is a key), at start and at a reload.
+#[test]
+fn what_the_catalog_child_finds_is_logged_as_the_postmaster_s_own_lines() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let prefix = dir.path().join("extensions");
+    images(&prefix, 3);
+    run_chmod_readable(dir.path());
+    // a directory the server cannot read: a WARNING at start, and another at a reload
+    let locked = |name: &str| {
+        let locked = prefix.join(name);
+        fs::create_dir(&locked).unwrap();
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o700)).unwrap();
+    };
+    locked("esp_locked_a");
+    let s = Server::with_path(&format!("$system:{}", prefix.display()), &["log_line_prefix = '%p %l '"]);
+    let pid = fs::read_to_string(s.data.join("postmaster.pid")).unwrap().lines().next().unwrap().trim().to_string();
+    let check = |found: &str| {
+        let log = s.log();
+        let warning = log
+            .lines()
+            .find(|l| l.contains("WARNING") && l.contains(found))
+            .unwrap_or_else(|| panic!("no WARNING naming {found}:\n{log}"));
+        assert!(warning.starts_with(&format!("{pid} ")), "not the postmaster's line: {warning}\n{log}");
+        let numbers: Vec<u64> = log
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{pid} ")))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "the postmaster's line numbers repeat: {numbers:?}\n{log}");
+    };
+    check("esp_locked_a");
+    locked("esp_locked_b");
+    s.reload();
+    s.wait_for("SELECT 1", |_| s.log().contains("esp_locked_b"));
+    check("esp_locked_b");
+    assert_eq!(s.sql("SELECT count(*) FROM pg_available_extensions WHERE name LIKE 'esp_img%'"), "3");
+    s.assert_no_crash();
+}

@@ -12,7 +12,8 @@
 //! 5. other images' `lib/` and `system/`, in path precedence (so two images bundling the same
 //!    soname resolve by prefix order).
 
-use std::collections::HashSet;
+// (ordered sets: no per-process random hash keys to set up on a backend's first C call)
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -83,7 +84,7 @@ pub struct LibraryContext {
     /// The system loader's directories ([`system_library_dirs`]).
     pub system_dirs: Vec<PathBuf>,
     /// File names and sonames of objects already loaded in the process.
-    pub loaded: HashSet<String>,
+    pub loaded: BTreeSet<String>,
 }
 
 /// The `lib/` and `system/` directories of the image holding `file` (`<image>/lib/x.so`), or
@@ -99,7 +100,7 @@ pub fn image_library_dirs(file: &Path) -> Vec<PathBuf> {
 /// Works out what loading `module` needs. Fails only when `module` itself cannot be read.
 pub fn plan(module: &Path, ctx: &LibraryContext) -> Result<Plan, ElfError> {
     let mut plan = Plan::default();
-    let mut seen = HashSet::new();
+    let mut seen = BTreeSet::new();
     visit(module, ctx, &mut seen, &mut plan, 0)?;
     Ok(plan)
 }
@@ -109,7 +110,7 @@ const MAX_DEPTH: usize = 64;
 fn visit(
     object: &Path,
     ctx: &LibraryContext,
-    seen: &mut HashSet<String>,
+    seen: &mut BTreeSet<String>,
     plan: &mut Plan,
     depth: usize,
 ) -> Result<(), ElfError> {
@@ -205,7 +206,7 @@ pub fn plan_loading(
     other_images: impl FnOnce() -> Vec<PathBuf>,
     policy: &TrustPolicy,
     system_dirs: Vec<PathBuf>,
-    loaded: HashSet<String>,
+    loaded: BTreeSet<String>,
 ) -> Result<Plan, LibraryRefusal> {
     let trusted = |file: &Path| {
         let top = path.trust_top(file).unwrap_or_else(|| file.parent().unwrap_or(file).to_path_buf());
@@ -345,24 +346,25 @@ mod tests {
 /// named here is never loaded a second time (a system `libz.so.1` is mapped from
 /// `libz.so.1.2.13`: its file name alone would not say so).
 ///
-/// The names of each object are remembered by its load address while no object has been
-/// unloaded since (the loader's `dlpi_subs` count): a process forked after a first call — every
-/// backend, after the postmaster's — reads only the objects loaded since, not the dynamic
-/// sections of every library again (pages of theirs it would otherwise fault in).
+/// The names of each object are remembered by its load address, program headers and path, while
+/// the loader's count of unloaded objects (`dlpi_subs`) is unchanged: a process forked after a
+/// first call — every backend, after the postmaster's — reads only the objects loaded since, not
+/// the dynamic sections of every library again (pages of theirs it would otherwise fault in).
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-pub fn loaded_sonames() -> HashSet<String> {
-    use std::collections::HashMap;
+pub fn loaded_sonames() -> BTreeSet<String> {
+    use std::collections::BTreeMap;
     use std::ffi::{CStr, c_int, c_void};
     use std::sync::Mutex;
 
-    /// The names of each object seen, by load address, and the unload count they hold under.
-    type Seen = (u64, HashMap<usize, Vec<String>>);
+    /// The names of each object seen, by load address and program headers, with the path it
+    /// was loaded from; and the unload count they hold under.
+    type Seen = (u64, BTreeMap<(usize, usize), (Vec<u8>, Vec<String>)>);
     static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
 
     struct Walk<'a> {
         known: Option<&'a Seen>,
         subs: u64,
-        objects: HashMap<usize, Vec<String>>,
+        objects: BTreeMap<(usize, usize), (Vec<u8>, Vec<String>)>,
     }
 
     #[repr(C)]
@@ -417,25 +419,31 @@ pub fn loaded_sonames() -> HashSet<String> {
         unsafe {
             let walk = &mut *data.cast::<Walk>();
             let info = &*info;
-            let address = info.dlpi_addr as usize;
+            let key = (info.dlpi_addr as usize, info.dlpi_phdr as usize);
+            let path = if info.dlpi_name.is_null() { &[][..] } else { CStr::from_ptr(info.dlpi_name).to_bytes() };
             walk.subs = info.dlpi_subs;
-            // (an object seen at this address while nothing was unloaded since is the same one)
-            let known = walk.known.filter(|(subs, _)| *subs == info.dlpi_subs).and_then(|(_, o)| o.get(&address));
+            // (an object seen with these headers and this path while nothing was unloaded
+            // since is the same one; the path is the loader's own copy, in its memory)
+            let known = walk
+                .known
+                .filter(|(subs, _)| *subs == info.dlpi_subs)
+                .and_then(|(_, objects)| objects.get(&key))
+                .filter(|(seen, _)| seen.as_slice() == path);
             let names = match known {
-                Some(names) => names.clone(),
+                Some((_, names)) => names.clone(),
                 None => names_of(info),
             };
-            walk.objects.insert(address, names);
+            walk.objects.insert(key, (path.to_vec(), names));
             0
         }
     }
 
     let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    let mut walk = Walk { known: seen.as_ref(), subs: 0, objects: HashMap::new() };
+    let mut walk = Walk { known: seen.as_ref(), subs: 0, objects: BTreeMap::new() };
     // SAFETY: `each` only reads what the loader hands it and writes into `walk`, which outlives
     // the call.
     unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut walk).cast()) };
-    let names = walk.objects.values().flatten().cloned().collect();
+    let names = walk.objects.values().flat_map(|(_, names)| names).cloned().collect();
     *seen = Some((walk.subs, walk.objects));
     names
 }

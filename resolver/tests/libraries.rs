@@ -1,6 +1,5 @@
 //! Dependency plans on real shared objects compiled by the test with the system's C compiler.
 
-use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,7 +41,7 @@ impl Images {
         LibraryContext {
             image_dirs: index.image_library_dirs(),
             system_dirs: system_library_dirs(),
-            loaded: HashSet::new(),
+            loaded: Default::default(),
         }
     }
 }
@@ -168,7 +167,7 @@ fn loading_is_planned_or_refused_with_the_reason() {
     let enforce = TrustPolicy::for_this_process(true);
     let others = || index.image_library_dirs();
     let go = |policy: &TrustPolicy| {
-        plan_loading(&module, &index.path, others, policy, system_library_dirs(), HashSet::new())
+        plan_loading(&module, &index.path, others, policy, system_library_dirs(), Default::default())
     };
     let planned = go(&enforce).unwrap();
     assert_eq!(planned.load_order.len(), 2);

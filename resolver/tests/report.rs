@@ -1,6 +1,5 @@
 //! images(), libraries() and check() material, on trees with every problem planted.
 
-use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -135,7 +134,7 @@ fn ctx(index: &Index) -> LibraryContext {
     LibraryContext {
         image_dirs: index.image_library_dirs(),
         system_dirs: system_library_dirs(),
-        loaded: HashSet::new(),
+        loaded: Default::default(),
     }
 }
 
