@@ -43,8 +43,11 @@ pub struct Message {
     pub function: &'static str,
 }
 
-/// Where a child process collects its messages instead of reporting them.
-static OUTBOX: Mutex<Option<Vec<Message>>> = Mutex::new(None);
+/// Where a child process sends its messages instead of reporting them (see `crate::offload`):
+/// each one as it is emitted, so that a child killed half-way has sent what it found so far.
+static OUTBOX: Mutex<Option<Outbox>> = Mutex::new(None);
+
+type Outbox = Box<dyn FnMut(&Message) + Send>;
 
 impl Message {
     pub fn new(level: PgLogLevel, code: PgSqlErrorCode, text: String, function: &'static str) -> Self {
@@ -59,13 +62,15 @@ impl Message {
         Message { hint: Some(hint), ..self }
     }
 
-    /// Reports it (with interrupts held, see [`emit`]), or keeps it in the outbox while there
-    /// is one.
+    /// Reports it (with interrupts held, see [`emit`]), or sends it to the outbox while there
+    /// is one. Never at ERROR or above: it would jump out of the caller (in the postmaster, end
+    /// the server); such a level is reported as a WARNING.
     pub fn emit(self) {
         if let Some(outbox) = OUTBOX.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            outbox.push(self);
+            outbox(&self);
             return;
         }
+        let level = if self.level >= PgLogLevel::ERROR { PgLogLevel::WARNING } else { self.level };
         let mut report = ErrorReport::new(self.code, self.text, self.function);
         if let Some(detail) = self.detail {
             report = report.set_detail(detail);
@@ -73,16 +78,11 @@ impl Message {
         if let Some(hint) = self.hint {
             report = report.set_hint(hint);
         }
-        emit(self.level, report);
+        emit(level, report);
     }
 }
 
-/// From now on, this process's messages are kept (see [`Message::emit`]) until taken.
-pub fn keep_in_outbox() {
-    *OUTBOX.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
-}
-
-/// The messages kept so far (none when there is no outbox).
-pub fn take_outbox() -> Vec<Message> {
-    OUTBOX.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map(std::mem::take).unwrap_or_default()
+/// From now on, this process's messages go to `outbox` (see [`Message::emit`]).
+pub fn send_to(outbox: impl FnMut(&Message) + Send + 'static) {
+    *OUTBOX.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(outbox));
 }

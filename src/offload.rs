@@ -37,6 +37,9 @@ unsafe extern "C" {
     static UnBlockSig: libc::sigset_t;
 }
 
+/// At most this much of a child's messages is read into the postmaster's memory.
+const MAX_MESSAGES_BYTES: u64 = 16 << 20;
+
 /// `POSTMASTER_FD_OWN` of storage/pmsignal.h: the postmaster's end of the death-watch pipe.
 const POSTMASTER_FD_OWN: usize = 1;
 
@@ -56,7 +59,7 @@ pub fn in_child(what: &str, work: impl FnOnce() -> bool) -> bool {
     let mut fds = [0 as c_int; 2];
     // SAFETY: pipe2 fills the two descriptors of the array on success.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return work();
+        return in_this_process(what, work, "pipe");
     }
     // SAFETY: both descriptors were just made by pipe2 and are owned here only.
     let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
@@ -67,34 +70,55 @@ pub fn in_child(what: &str, work: impl FnOnce() -> bool) -> bool {
     let pid = unsafe { fork_process() };
     if pid < 0 {
         drop((reader, writer));
-        return work();
+        return in_this_process(what, work, "fork");
     }
     if pid == 0 {
         drop(reader);
         // SAFETY: the child of `parent`, before anything else runs in it.
         unsafe { become_a_helper(parent) };
+        let pipe = std::sync::Arc::new(std::sync::Mutex::new(std::fs::File::from(writer)));
+        let out = pipe.clone();
+        crate::messages::send_to(move |message| {
+            let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = std::io::Write::write_all(&mut *out, &encode(std::slice::from_ref(message), None));
+        });
         let answer = answer_of(work);
-        let mut out = encode(&crate::messages::take_outbox(), answer);
-        let mut file = std::fs::File::from(writer);
-        let _ = std::io::Write::write_all(&mut file, &out);
-        out.clear();
+        let mut out = pipe.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = std::io::Write::write_all(&mut *out, &encode(&[], answer));
         // SAFETY: ends the child at once: nothing of the postmaster's may run here on exit.
         unsafe { libc::_exit(0) };
     }
     drop(writer);
+    // (until the child exits: it writes each message as it goes, then its answer; what passes
+    // the cap is read and dropped, so the postmaster's heap never holds an unbounded stream)
     let mut bytes = Vec::new();
-    // (until the child exits, or closes the pipe: it writes everything at its end)
-    let _ = std::fs::File::from(reader).read_to_end(&mut bytes);
+    let mut reader = std::fs::File::from(reader);
+    let _ = (&mut reader).take(MAX_MESSAGES_BYTES).read_to_end(&mut bytes);
+    let dropped = std::io::copy(&mut reader, &mut std::io::sink()).unwrap_or(0);
     let status = reap(pid);
     let (messages, answer) = decode(&bytes);
+    drop(bytes);
     for message in messages {
         message.emit();
+    }
+    if dropped > 0 {
+        let text = format!("extension_search_path: {dropped} bytes of messages of {what} were not reported");
+        Message::new(PgLogLevel::WARNING, PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, text, "in_child").emit();
     }
     match (answer, status) {
         (Some(answer), _) => answer,
         (None, Err(why)) => failed(what, &why),
         (None, Ok(())) => failed(what, "it raised an error"),
     }
+}
+
+/// No child could be made (no file descriptor or process left: said in the log): the work is
+/// done here, as it was before this module, still never raising an ERROR.
+fn in_this_process(what: &str, work: impl FnOnce() -> bool, call: &str) -> bool {
+    let error = std::io::Error::last_os_error();
+    let text = format!("extension_search_path: {what} runs in the postmaster: {call} failed: {error}");
+    Message::new(PgLogLevel::LOG, crate::errors::for_io(&error), text, "in_child").emit();
+    answer_of(work).unwrap_or_else(|| failed(what, "it raised an error"))
 }
 
 /// In the child: lets go of the postmaster's exit callbacks, its death-watch pipe and listen
@@ -128,12 +152,12 @@ unsafe fn become_a_helper(parent: libc::pid_t) {
             libc::signal(signal, libc::SIG_DFL);
         }
         libc::sigprocmask(libc::SIG_SETMASK, &raw const UnBlockSig, std::ptr::null_mut());
-        // A backend's client connection is its parent's: nothing of the child's may reach it.
+        // (in a backend, as in the tests) its client connection is the parent's: nothing of
+        // the child's may reach it.
         if pg_sys::whereToSendOutput == pg_sys::CommandDest::DestRemote {
             pg_sys::whereToSendOutput = pg_sys::CommandDest::DestNone;
         }
     }
-    crate::messages::keep_in_outbox();
 }
 
 /// `work`'s answer; `None` when it raised an ERROR or panicked (what stopped it is kept as a

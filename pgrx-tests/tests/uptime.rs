@@ -11,6 +11,11 @@ fn images(prefix: &Path, n: usize) {
     sql_images(prefix, (0..n).map(|i| format!("esp_img{i}")));
 }
 
+/// The postmaster's process id.
+fn postmaster(s: &Server) -> String {
+    fs::read_to_string(s.data.join("postmaster.pid")).unwrap().lines().next().unwrap().trim().to_string()
+}
+
 fn rss_kb(status: &str) -> u64 {
     status
         .lines()
@@ -25,7 +30,7 @@ fn reloads_and_rescans_leave_memory_flat_at_3000_images() {
     let prefix = dir.path().join("extensions");
     images(&prefix, 3000);
     let s = Server::with_path(&format!("$system:{}", prefix.display()), &[]);
-    let pid = fs::read_to_string(s.data.join("postmaster.pid")).unwrap().lines().next().unwrap().trim().to_string();
+    let pid = postmaster(&s);
     let postmaster_rss = || rss_kb(&fs::read_to_string(format!("/proc/{pid}/status")).unwrap());
     let reload = |i: usize| {
         s.sql(&format!("ALTER SYSTEM SET work_mem = '{}kB'", 5000 + i));
@@ -130,9 +135,6 @@ fn a_reload_during_a_long_sync_is_not_lost() {
 /// back what its scans freed, at start and at reload.
 #[test]
 fn the_postmaster_keeps_no_index_of_thousands_of_images() {
-    fn postmaster(s: &Server) -> String {
-        fs::read_to_string(s.data.join("postmaster.pid")).unwrap().lines().next().unwrap().trim().to_string()
-    }
     fn anonymous_kb(s: &Server) -> u64 {
         let rollup = fs::read_to_string(format!("/proc/{}/smaps_rollup", postmaster(s))).unwrap();
         rollup
@@ -202,7 +204,7 @@ fn what_the_catalog_child_finds_is_logged_as_the_postmaster_s_own_lines() {
     };
     locked("esp_locked_a");
     let s = Server::with_path(&format!("$system:{}", prefix.display()), &["log_line_prefix = '%p %l '"]);
-    let pid = fs::read_to_string(s.data.join("postmaster.pid")).unwrap().lines().next().unwrap().trim().to_string();
+    let pid = postmaster(&s);
     let check = |found: &str| {
         let log = s.log();
         let warning = log
@@ -223,5 +225,33 @@ fn what_the_catalog_child_finds_is_logged_as_the_postmaster_s_own_lines() {
     s.wait_for("SELECT 1", |_| s.log().contains("esp_locked_b"));
     check("esp_locked_b");
     assert_eq!(s.sql("SELECT count(*) FROM pg_available_extensions WHERE name LIKE 'esp_img%'"), "3");
+    s.assert_no_crash();
+}
+
+/// A reload while a backend holds the catalog: the child finds it locked and says so at LOG,
+/// which the postmaster reports as its own LOG line (sent as an ERROR it would end the server).
+#[test]
+fn a_reload_that_finds_the_catalog_locked_logs_it_and_the_server_stays_up() {
+    let dir = tempdir();
+    let prefix = dir.path().join("extensions");
+    images(&prefix, 2);
+    run_chmod_readable(dir.path());
+    let s = Server::with_path(&format!("$system:{}", prefix.display()), &["log_line_prefix = '%p '"]);
+    let pid = postmaster(&s);
+    // (as a backend syncing it would: the catalog's lock, held by this test)
+    let lock = fs::File::open(s.data.join("pg_stat_tmp/extension_search_path/server/.lock")).unwrap();
+    lock.lock().unwrap();
+    sql_images(&prefix, ["esp_late".to_string()]);
+    run_chmod_readable(&prefix);
+    s.reload();
+    s.wait_for("SELECT 1", |_| s.log().contains("the catalog is being updated by a backend"));
+    let log = s.log();
+    let line = log.lines().find(|l| l.contains("the catalog is being updated by a backend")).unwrap();
+    assert!(line.starts_with(&format!("{pid} LOG:")), "{line}\n{log}");
+    drop(lock);
+    assert_eq!(s.sql("SELECT 1"), "1");
+    assert_eq!(postmaster(&s), pid, "the postmaster is the same process");
+    // the next statement that needs it syncs it
+    s.sql("CREATE EXTENSION esp_late");
     s.assert_no_crash();
 }
