@@ -506,7 +506,7 @@ fn hash_metadata(hash: &mut Fnv64, path: &Path) {
 }
 
 /// FNV-1a, 64 bits: stable across processes and builds, unlike std's hasher.
-struct Fnv64(u64);
+pub(crate) struct Fnv64(u64);
 
 impl Default for Fnv64 {
     fn default() -> Fnv64 {

@@ -12,8 +12,7 @@
 //! 5. other images' `lib/` and `system/`, in path precedence (so two images bundling the same
 //!    soname resolve by prefix order).
 
-// (ordered sets: no per-process random hash keys to set up on a backend's first C call)
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -84,7 +83,7 @@ pub struct LibraryContext {
     /// The system loader's directories ([`system_library_dirs`]).
     pub system_dirs: Vec<PathBuf>,
     /// File names and sonames of objects already loaded in the process.
-    pub loaded: BTreeSet<String>,
+    pub loaded: HashSet<String>,
 }
 
 /// The `lib/` and `system/` directories of the image holding `file` (`<image>/lib/x.so`), or
@@ -100,7 +99,7 @@ pub fn image_library_dirs(file: &Path) -> Vec<PathBuf> {
 /// Works out what loading `module` needs. Fails only when `module` itself cannot be read.
 pub fn plan(module: &Path, ctx: &LibraryContext) -> Result<Plan, ElfError> {
     let mut plan = Plan::default();
-    let mut seen = BTreeSet::new();
+    let mut seen = HashSet::new();
     visit(module, ctx, &mut seen, &mut plan, 0)?;
     Ok(plan)
 }
@@ -110,7 +109,7 @@ const MAX_DEPTH: usize = 64;
 fn visit(
     object: &Path,
     ctx: &LibraryContext,
-    seen: &mut BTreeSet<String>,
+    seen: &mut HashSet<String>,
     plan: &mut Plan,
     depth: usize,
 ) -> Result<(), ElfError> {
@@ -206,7 +205,7 @@ pub fn plan_loading(
     other_images: impl FnOnce() -> Vec<PathBuf>,
     policy: &TrustPolicy,
     system_dirs: Vec<PathBuf>,
-    loaded: BTreeSet<String>,
+    loaded: HashSet<String>,
 ) -> Result<Plan, LibraryRefusal> {
     let trusted = |file: &Path| {
         let top = path.trust_top(file).unwrap_or_else(|| file.parent().unwrap_or(file).to_path_buf());
@@ -351,20 +350,26 @@ mod tests {
 /// first call — every backend, after the postmaster's — reads only the objects loaded since, not
 /// the dynamic sections of every library again (pages of theirs it would otherwise fault in).
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-pub fn loaded_sonames() -> BTreeSet<String> {
-    use std::collections::BTreeMap;
+pub fn loaded_sonames() -> HashSet<String> {
+    use std::collections::HashMap;
     use std::ffi::{CStr, c_int, c_void};
     use std::sync::Mutex;
 
-    /// The names of each object seen, by load address and program headers, with the path it
-    /// was loaded from; and the unload count they hold under.
-    type Seen = (u64, BTreeMap<(usize, usize), (Vec<u8>, Vec<String>)>);
-    static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
+    /// The names of each object seen, by load address and program headers, with a hash of the
+    /// path it was loaded from; and the unload count they hold under.
+    type Key = (usize, usize);
+    type Seen = (u64, Vec<String>);
+    type Objects = HashMap<Key, Seen>;
+    static SEEN: Mutex<Option<(u64, Objects)>> = Mutex::new(None);
 
     struct Walk<'a> {
-        known: Option<&'a Seen>,
+        /// What was seen before, if it still holds (no object unloaded since).
+        known: Option<&'a (u64, Objects)>,
         subs: u64,
-        objects: BTreeMap<(usize, usize), (Vec<u8>, Vec<String>)>,
+        /// The names of every object loaded now.
+        names: HashSet<String>,
+        /// Objects not seen before, to remember.
+        new: Vec<(Key, Seen)>,
     }
 
     #[repr(C)]
@@ -421,6 +426,9 @@ pub fn loaded_sonames() -> BTreeSet<String> {
             let info = &*info;
             let key = (info.dlpi_addr as usize, info.dlpi_phdr as usize);
             let path = if info.dlpi_name.is_null() { &[][..] } else { CStr::from_ptr(info.dlpi_name).to_bytes() };
+            let mut hash = crate::catalog::Fnv64::default();
+            std::hash::Hasher::write(&mut hash, path);
+            let path = std::hash::Hasher::finish(&hash);
             walk.subs = info.dlpi_subs;
             // (an object seen with these headers and this path while nothing was unloaded
             // since is the same one; the path is the loader's own copy, in its memory)
@@ -428,23 +436,30 @@ pub fn loaded_sonames() -> BTreeSet<String> {
                 .known
                 .filter(|(subs, _)| *subs == info.dlpi_subs)
                 .and_then(|(_, objects)| objects.get(&key))
-                .filter(|(seen, _)| seen.as_slice() == path);
-            let names = match known {
-                Some((_, names)) => names.clone(),
-                None => names_of(info),
-            };
-            walk.objects.insert(key, (path.to_vec(), names));
+                .filter(|(seen, _)| *seen == path);
+            match known {
+                Some((_, names)) => walk.names.extend(names.iter().cloned()),
+                None => {
+                    let names = names_of(info);
+                    walk.names.extend(names.iter().cloned());
+                    walk.new.push((key, (path, names)));
+                }
+            }
             0
         }
     }
 
     let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    let mut walk = Walk { known: seen.as_ref(), subs: 0, objects: BTreeMap::new() };
+    let mut walk = Walk { known: seen.as_ref(), subs: 0, names: HashSet::new(), new: Vec::new() };
     // SAFETY: `each` only reads what the loader hands it and writes into `walk`, which outlives
     // the call.
     unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut walk).cast()) };
-    let names = walk.objects.values().flat_map(|(_, names)| names).cloned().collect();
-    *seen = Some((walk.subs, walk.objects));
+    let (subs, names, new) = (walk.subs, walk.names, walk.new);
+    match seen.as_mut() {
+        // nothing unloaded since: what was seen still holds, the new objects are added
+        Some((seen_subs, objects)) if *seen_subs == subs => objects.extend(new),
+        _ => *seen = Some((subs, new.into_iter().collect())),
+    }
     names
 }
 
