@@ -59,7 +59,7 @@ pub fn in_child(what: &str, work: impl FnOnce() -> bool) -> bool {
     let mut fds = [0 as c_int; 2];
     // SAFETY: pipe2 fills the two descriptors of the array on success.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return in_this_process(what, work, "pipe");
+        return in_this_process(what, work, "pipe", std::io::Error::last_os_error());
     }
     // SAFETY: both descriptors were just made by pipe2 and are owned here only.
     let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
@@ -69,8 +69,10 @@ pub fn in_child(what: &str, work: impl FnOnce() -> bool) -> bool {
     // SAFETY: as above.
     let pid = unsafe { fork_process() };
     if pid < 0 {
+        // (the error taken before closing the pipe, which could change errno)
+        let error = std::io::Error::last_os_error();
         drop((reader, writer));
-        return in_this_process(what, work, "fork");
+        return in_this_process(what, work, "fork", error);
     }
     if pid == 0 {
         drop(reader);
@@ -114,8 +116,7 @@ pub fn in_child(what: &str, work: impl FnOnce() -> bool) -> bool {
 
 /// No child could be made (no file descriptor or process left: said in the log): the work is
 /// done here, as it was before this module, still never raising an ERROR.
-fn in_this_process(what: &str, work: impl FnOnce() -> bool, call: &str) -> bool {
-    let error = std::io::Error::last_os_error();
+fn in_this_process(what: &str, work: impl FnOnce() -> bool, call: &str, error: std::io::Error) -> bool {
     let text = format!("extension_search_path: {what} runs in the postmaster: {call} failed: {error}");
     Message::new(PgLogLevel::LOG, crate::errors::for_io(&error), text, "in_child").emit();
     answer_of(work).unwrap_or_else(|| failed(what, "it raised an error"))

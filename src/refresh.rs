@@ -306,14 +306,14 @@ fn refresh_with(
     let fingerprint = esp_resolver::index::fingerprint(&path, &locations().system);
     let seen = (catalog.root().to_path_buf(), value.to_string(), policy.enforce, fingerprint);
     let verified = || VERIFIED.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&seen);
+    if in_postmaster && how == Refresh::IfChanged && verified() {
+        return None;
+    }
     if in_postmaster && crate::offload::in_postmaster() {
         // The postmaster never waits for a backend's sync: if one holds the catalog, it tries
         // again at the next reload (and backends sync what they need before CREATE, ALTER and
         // LOAD). It keeps no index, and scans in a child process (see `crate::offload`): what
         // a scan allocates would otherwise stay in the heap every backend inherits.
-        if how == Refresh::IfChanged && verified() {
-            return None;
-        }
         let complete = crate::offload::in_child("the update of the catalog", || {
             let (synced, index) = scan_and_sync(catalog, &path, how);
             report_problems(Some(&index), level);
@@ -325,9 +325,6 @@ fn refresh_with(
     }
     let (synced, index) = if in_postmaster {
         // A standalone backend (single-user mode): as the postmaster, in its own process.
-        if how == Refresh::IfChanged && verified() {
-            return None;
-        }
         let (synced, index) = scan_and_sync(catalog, &path, how);
         (synced, Some(index))
     } else if how == Refresh::IfChanged {

@@ -11,6 +11,16 @@ fn images(prefix: &Path, n: usize) {
     sql_images(prefix, (0..n).map(|i| format!("esp_img{i}")));
 }
 
+/// A prefix of `n` pure-SQL images the server can read, in a temporary directory (kept while
+/// the returned guard lives).
+fn readable_images(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempdir();
+    let prefix = dir.path().join("extensions");
+    images(&prefix, n);
+    run_chmod_readable(dir.path());
+    (dir, prefix)
+}
+
 /// The postmaster's process id.
 fn postmaster(s: &Server) -> String {
     fs::read_to_string(s.data.join("postmaster.pid")).unwrap().lines().next().unwrap().trim().to_string()
@@ -192,10 +202,7 @@ fn the_postmaster_keeps_no_index_of_thousands_of_images() {
 #[test]
 fn what_the_catalog_child_finds_is_logged_as_the_postmaster_s_own_lines() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempdir();
-    let prefix = dir.path().join("extensions");
-    images(&prefix, 3);
-    run_chmod_readable(dir.path());
+    let (_dir, prefix) = readable_images(3);
     // a directory the server cannot read: a WARNING at start, and another at a reload
     let locked = |name: &str| {
         let locked = prefix.join(name);
@@ -232,10 +239,7 @@ fn what_the_catalog_child_finds_is_logged_as_the_postmaster_s_own_lines() {
 /// which the postmaster reports as its own LOG line (sent as an ERROR it would end the server).
 #[test]
 fn a_reload_that_finds_the_catalog_locked_logs_it_and_the_server_stays_up() {
-    let dir = tempdir();
-    let prefix = dir.path().join("extensions");
-    images(&prefix, 2);
-    run_chmod_readable(dir.path());
+    let (_dir, prefix) = readable_images(2);
     let s = Server::with_path(&format!("$system:{}", prefix.display()), &["log_line_prefix = '%p '"]);
     let pid = postmaster(&s);
     // (as a backend syncing it would: the catalog's lock, held by this test)
